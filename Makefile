@@ -1,0 +1,54 @@
+# Two commands on a fresh machine: `make serve` and `make test`.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-dev
+PYTEST_WORKERS ?= 2
+HOST ?= 127.0.0.1
+PORT ?= 8000
+
+.PHONY: install dev serve test test-sqlite test-postgres lint format bench screenshots reliability clean
+
+$(BIN)/python:
+	$(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q -e .
+	touch $@
+
+$(STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $@ $(VENV)/.installed
+
+install: $(VENV)/.installed
+
+dev: $(STAMP)
+
+serve: install
+	$(BIN)/podstack server --host $(HOST) --port $(PORT)
+
+# The whole suite, on SQLite and then on PostgreSQL (browser tests included in both runs).
+test: dev
+	bash scripts/ensure-test-deps.sh
+	$(MAKE) --no-print-directory test-sqlite test-postgres
+
+test-sqlite: dev
+	PODSTACK_TEST_DB=sqlite $(BIN)/pytest -n $(PYTEST_WORKERS) -q $(PYTEST_ARGS)
+
+test-postgres: dev
+	PODSTACK_TEST_DB=postgresql $(BIN)/pytest -n $(PYTEST_WORKERS) -q $(PYTEST_ARGS)
+
+lint: dev
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: dev
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+bench: dev
+	$(BIN)/python -m benchmarks.run
+
+clean:
+	rm -rf $(VENV) .pytest_cache build dist

@@ -1,0 +1,121 @@
+"""Transport-level plumbing shared by every part of the SDK."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import httpx
+
+from podstack.errors import PodstackError, TransportError, error_from_payload
+
+API = "/api/v1"
+DEFAULT_TIMEOUT = httpx.Timeout(60.0, connect=10.0)
+
+
+def progress_enabled() -> bool:
+    """Rich progress bars only for humans: a TTY, and not switched off."""
+    if os.environ.get("PODSTACK_PROGRESS", "1").lower() in ("0", "false", "no", "off"):
+        return False
+    import sys
+
+    return sys.stderr.isatty()
+
+
+class BaseClient:
+    """Holds the httpx client (HTTP or embedded) and maps errors to podstack.errors."""
+
+    def __init__(self, api_token: str | None = None, url: str | None = None, *,
+                 timeout: float | httpx.Timeout | None = None,
+                 transport: httpx.BaseTransport | None = None) -> None:
+        url = url if url is not None else os.environ.get("PODSTACK_URL") or None
+        api_token = api_token if api_token is not None else (
+            os.environ.get("PODSTACK_API_TOKEN") or None
+        )
+        self.url = url.rstrip("/") if url else None
+        self.embedded = self.url is None and transport is None
+        headers = {"User-Agent": "podstack-sdk"}
+        if api_token:
+            headers["Authorization"] = f"Bearer {api_token}"
+        if self.embedded:
+            from podstack.client.embedded import EmbeddedTransport
+            from podstack.server.app import create_app
+            from podstack.server.config import Settings
+
+            self._app = create_app(Settings(embedded=True, background_workers=False))
+            transport = EmbeddedTransport(self._app)
+            base_url = "http://embedded"
+        else:
+            base_url = self.url or "http://embedded"
+        self._http = httpx.Client(base_url=base_url, headers=headers, transport=transport,
+                                  timeout=timeout or DEFAULT_TIMEOUT, follow_redirects=False)
+
+    # ------------------------------------------------------------------ lifecycle
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> BaseClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        try:
+            if getattr(self, "embedded", False):
+                self._http.close()
+        except Exception:
+            pass
+
+    # ------------------------------------------------------------------ requests
+    def _request(self, method: str, path: str, *, json: Any = None,
+                 params: dict[str, Any] | None = None, **kw: Any) -> Any:
+        if params:
+            params = {k: v for k, v in params.items() if v is not None}
+        try:
+            resp = self._http.request(method, API + path, json=json, params=params, **kw)
+        except httpx.TransportError as exc:
+            raise TransportError(f"Cannot reach Podstack at {self.url}: {exc}") from exc
+        if resp.status_code >= 400:
+            raise self._error(resp)
+        if resp.status_code == 204 or not resp.content:
+            return None
+        return resp.json()
+
+    @contextmanager
+    def _stream(self, method: str, path: str, **kw: Any) -> Iterator[httpx.Response]:
+        try:
+            with self._http.stream(method, API + path, **kw) as resp:
+                if resp.status_code >= 400:
+                    resp.read()
+                    raise self._error(resp)
+                yield resp
+        except httpx.TransportError as exc:
+            raise TransportError(f"Cannot reach Podstack at {self.url}: {exc}") from exc
+
+    @staticmethod
+    def _error(resp: httpx.Response) -> PodstackError:
+        try:
+            payload = resp.json()
+        except ValueError:
+            payload = resp.text
+        return error_from_payload(resp.status_code, payload)
+
+    def _paginate(self, path: str, key: str, params: dict[str, Any] | None = None,
+                  max_items: int | None = None) -> Iterator[dict[str, Any]]:
+        """Follows next_page_token until exhausted (or max_items)."""
+        params = dict(params or {})
+        seen = 0
+        while True:
+            page = self._request("GET", path, params=params)
+            for item in page[key]:
+                yield item
+                seen += 1
+                if max_items is not None and seen >= max_items:
+                    return
+            token = page.get("next_page_token")
+            if not token:
+                return
+            params["page_token"] = token

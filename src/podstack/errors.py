@@ -1,0 +1,143 @@
+"""One error vocabulary for the server and the SDK.
+
+The server raises these from services; its single handler turns them into
+``{"error": {"code", "message", "details"}}`` with ``status``. The SDK turns that JSON
+back into the same class, so ``except podstack.errors.NotFound`` works identically in
+embedded mode and against a remote server.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+
+class PodstackError(Exception):
+    """Base of every error the product raises on purpose."""
+
+    code: ClassVar[str] = "INTERNAL"
+    status: ClassVar[int] = 500
+
+    def __init__(self, message: str, details: dict[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details: dict[str, Any] = details or {}
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"error": {"code": self.code, "message": self.message, "details": self.details}}
+
+    def __str__(self) -> str:
+        return f"{self.code}: {self.message}"
+
+
+class BadRequest(PodstackError):
+    code = "BAD_REQUEST"
+    status = 400
+
+
+class Unauthenticated(PodstackError):
+    code = "UNAUTHENTICATED"
+    status = 401
+
+
+class PermissionDenied(PodstackError):
+    code = "PERMISSION_DENIED"
+    status = 403
+
+
+class NotFound(PodstackError):
+    code = "NOT_FOUND"
+    status = 404
+
+
+class Conflict(PodstackError):
+    code = "CONFLICT"
+    status = 409
+
+
+class PayloadTooLarge(PodstackError):
+    code = "PAYLOAD_TOO_LARGE"
+    status = 413
+
+
+class ValidationFailed(PodstackError):
+    code = "VALIDATION_ERROR"
+    status = 422
+
+
+class ServiceUnavailable(PodstackError):
+    code = "SERVICE_UNAVAILABLE"
+    status = 503
+
+
+class TransportError(PodstackError):
+    """The SDK could not reach the server at all (connection refused, DNS, timeout)."""
+
+    code = "TRANSPORT_ERROR"
+    status = 0
+
+
+class IntegrityError(PodstackError):
+    """Downloaded bytes did not match the recorded sha256."""
+
+    code = "INTEGRITY_ERROR"
+    status = 500
+
+
+_BY_CODE: dict[str, type[PodstackError]] = {
+    cls.code: cls
+    for cls in (
+        BadRequest,
+        Unauthenticated,
+        PermissionDenied,
+        NotFound,
+        Conflict,
+        PayloadTooLarge,
+        ValidationFailed,
+        ServiceUnavailable,
+        TransportError,
+        IntegrityError,
+    )
+}
+
+
+def register_error(cls: type[PodstackError]) -> type[PodstackError]:
+    """Class decorator for capability-specific errors (e.g. APPROVAL_REQUIRED)."""
+    _BY_CODE[cls.code] = cls
+    return cls
+
+
+def error_from_payload(status: int, payload: Any) -> PodstackError:
+    """Rebuild the typed exception from a server error body (SDK side)."""
+    if isinstance(payload, dict) and isinstance(payload.get("error"), dict):
+        err = payload["error"]
+        code = str(err.get("code", "INTERNAL"))
+        cls = _BY_CODE.get(code)
+        message = str(err.get("message", ""))
+        details = err.get("details") or {}
+        if cls is None:
+            generic = type(code.title().replace("_", ""), (PodstackError,), {})
+            generic.code = code  # type: ignore[misc]
+            generic.status = status  # type: ignore[misc]
+            return generic(message, details)
+        return cls(message, details)
+    fallback = {400: BadRequest, 401: Unauthenticated, 403: PermissionDenied, 404: NotFound,
+                409: Conflict, 413: PayloadTooLarge, 422: ValidationFailed,
+                503: ServiceUnavailable}.get(status, PodstackError)
+    return fallback(f"HTTP {status}: {str(payload)[:500]}")
+
+
+__all__ = [
+    "BadRequest",
+    "Conflict",
+    "IntegrityError",
+    "NotFound",
+    "PayloadTooLarge",
+    "PermissionDenied",
+    "PodstackError",
+    "ServiceUnavailable",
+    "TransportError",
+    "Unauthenticated",
+    "ValidationFailed",
+    "error_from_payload",
+    "register_error",
+]

@@ -1,0 +1,158 @@
+"""Application factory: ``create_app(settings)``.
+
+Capabilities plug in by convention, so adding one touches no central list:
+- ``podstack.server.<cap>.endpoints.router`` is mounted under ``/api/v1``;
+- ``podstack.server.<cap>.background.run(state, stop)`` (async) runs while the server lives,
+  when ``settings.background_workers`` is on;
+- ``podstack.server.web.routes.router`` serves the UI at ``/``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import logging
+import pkgutil
+import secrets
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+from fastapi import FastAPI
+from prometheus_client import CollectorRegistry
+from starlette.middleware.sessions import SessionMiddleware
+
+import podstack
+import podstack.server as server_pkg
+from podstack.server import health
+from podstack.server.artifacts.store import BlobStore
+from podstack.server.config import Settings
+from podstack.server.db import migrate
+from podstack.server.db.session import Database
+from podstack.server.errors import install_error_handlers
+from podstack.server.middleware import (
+    BodyLimitMiddleware,
+    MetricsMiddleware,
+    SecurityHeadersMiddleware,
+)
+
+log = logging.getLogger("podstack.server")
+API_PREFIX = "/api/v1"
+
+
+def _capability_modules(name: str) -> list[ModuleType]:
+    found = []
+    for mod in sorted(pkgutil.iter_modules(server_pkg.__path__), key=lambda m: m.name):
+        if not mod.ispkg:
+            continue
+        full = f"podstack.server.{mod.name}.{name}"
+        try:
+            found.append(importlib.import_module(full))
+        except ModuleNotFoundError as exc:
+            if exc.name != full:
+                raise
+    return found
+
+
+def _session_secret(settings: Settings) -> str:
+    """A configured secret (required for several replicas), else one kept in PODSTACK_HOME."""
+    if settings.session_secret:
+        return settings.session_secret
+    path = Path(settings.home) / "session_secret"
+    try:
+        return path.read_text().strip()
+    except FileNotFoundError:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        value = secrets.token_urlsafe(48)
+        path.write_text(value)
+        path.chmod(0o600)
+        return value
+
+
+def init_state(app: FastAPI, settings: Settings) -> None:
+    """Opens the database, migrates, prepares the artifact store. Idempotent per app."""
+    state = app.state
+    if getattr(state, "db", None) is not None:
+        return
+    db = Database(settings.database_url)
+    if settings.migrate_on_start:
+        migrate.upgrade(db.engine)
+    state.db = db
+    state.store = BlobStore(settings.artifacts_path)
+    state.bootstrap_token = None
+    if not settings.embedded:
+        from podstack.server.auth import service as auth_service
+
+        with db.session() as s:
+            state.bootstrap_token = auth_service.bootstrap_admin(s, settings.admin_token)
+
+
+@asynccontextmanager
+async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
+    settings: Settings = app.state.settings
+    init_state(app, settings)
+    stop = asyncio.Event()
+    tasks: list[asyncio.Task[Any]] = []
+    if settings.background_workers:
+        for mod in _capability_modules("background"):
+            tasks.append(asyncio.create_task(mod.run(app.state, stop), name=mod.__name__))
+    try:
+        yield
+    finally:
+        stop.set()
+        for t in tasks:
+            try:
+                await asyncio.wait_for(t, timeout=10)
+            except (TimeoutError, asyncio.CancelledError):
+                t.cancel()
+            except Exception:
+                log.exception("background task %s failed during shutdown", t.get_name())
+        app.state.db.dispose()
+        app.state.db = None
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings()
+    app = FastAPI(
+        title="Podstack MLOps",
+        version=podstack.__version__,
+        description="Model registry, experiment tracking, approvals, schedules and deployments.",
+        openapi_url=f"{API_PREFIX}/openapi.json",
+        docs_url=f"{API_PREFIX}/docs",
+        redoc_url=None,
+        lifespan=_lifespan,
+    )
+    app.state.settings = settings
+    app.state.db = None
+    app.state.metrics_registry = CollectorRegistry()
+    install_error_handlers(app)
+
+    app.include_router(health.router)
+    for mod in _capability_modules("endpoints"):
+        app.include_router(mod.router, prefix=API_PREFIX)
+    try:
+        web = importlib.import_module("podstack.server.web.routes")
+        web.mount(app)
+    except ModuleNotFoundError as exc:
+        if exc.name != "podstack.server.web.routes":
+            raise
+
+    upload_prefix = f"{API_PREFIX}/runs/"
+
+    def limit_for(scope: dict[str, Any]) -> int:
+        # Artifact uploads stream to disk; everything else is parsed in memory.
+        path: str = scope.get("path", "")
+        if scope.get("method") == "PUT" and path.startswith(upload_prefix) and "/artifacts/" in path:
+            return settings.max_artifact_bytes
+        return settings.max_body_bytes
+
+    # Outermost last: metrics see every response, including 413s from the limit.
+    app.add_middleware(SessionMiddleware, secret_key=_session_secret(settings),
+                       session_cookie="podstack_session", max_age=settings.session_max_age_seconds,
+                       same_site="lax", https_only=settings.secure_cookies)
+    app.add_middleware(BodyLimitMiddleware, limit_for=limit_for)
+    app.add_middleware(SecurityHeadersMiddleware)
+    app.add_middleware(MetricsMiddleware, registry=app.state.metrics_registry)
+    return app

@@ -1,0 +1,160 @@
+"""Content-addressed blob store on a local filesystem.
+
+A blob is written to a temp file in the store while hashing, fsynced, then renamed to
+``blobs/sha256/<aa>/<digest>``. Rename is atomic on POSIX, so a half-written upload is never
+visible under its digest, identical content is stored once, and readers can verify bytes
+against the name. Memory use is one chunk, whatever the file size.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from collections.abc import AsyncIterator, Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from podstack.errors import IntegrityError, NotFound, PayloadTooLarge
+
+CHUNK = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class StoredBlob:
+    sha256: str
+    size: int
+
+
+class _Writer:
+    def __init__(self, store: BlobStore, max_bytes: int | None) -> None:
+        self.store = store
+        self.max_bytes = max_bytes
+        self.hasher = hashlib.sha256()
+        self.size = 0
+        fd, name = tempfile.mkstemp(prefix="upload-", dir=store.tmp_dir)
+        self.fh = os.fdopen(fd, "wb", buffering=0)
+        self.tmp = Path(name)
+
+    def write(self, chunk: bytes) -> None:
+        self.size += len(chunk)
+        if self.max_bytes is not None and self.size > self.max_bytes:
+            raise PayloadTooLarge(
+                f"Artifact exceeds the limit of {self.max_bytes} bytes.",
+                {"limit_bytes": self.max_bytes},
+            )
+        self.hasher.update(chunk)
+        self.fh.write(chunk)
+
+    def commit(self, expected_sha256: str | None) -> StoredBlob:
+        self.fh.flush()
+        os.fsync(self.fh.fileno())
+        self.fh.close()
+        digest = self.hasher.hexdigest()
+        if expected_sha256 and expected_sha256.lower() != digest:
+            self.abort()
+            raise IntegrityError(
+                "Uploaded bytes do not match the declared sha256.",
+                {"expected": expected_sha256, "actual": digest},
+            )
+        final = self.store.path_for(digest)
+        if final.exists():
+            self.tmp.unlink(missing_ok=True)  # dedup: same content already stored
+        else:
+            final.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(self.tmp, final)
+            _fsync_dir(final.parent)
+        return StoredBlob(digest, self.size)
+
+    def abort(self) -> None:
+        try:
+            self.fh.close()
+        finally:
+            self.tmp.unlink(missing_ok=True)
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class BlobStore:
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+        self.blobs = self.root / "blobs" / "sha256"
+        self.tmp_dir = self.root / "tmp"
+        self.blobs.mkdir(parents=True, exist_ok=True)
+        self.tmp_dir.mkdir(parents=True, exist_ok=True)
+
+    def path_for(self, sha256: str) -> Path:
+        if len(sha256) != 64 or any(c not in "0123456789abcdef" for c in sha256):
+            raise NotFound("Unknown blob digest.", {"sha256": sha256})
+        return self.blobs / sha256[:2] / sha256
+
+    def exists(self, sha256: str) -> bool:
+        return self.path_for(sha256).exists()
+
+    def put_iter(self, chunks: Iterable[bytes], *, expected_sha256: str | None = None,
+                 max_bytes: int | None = None) -> StoredBlob:
+        w = _Writer(self, max_bytes)
+        try:
+            for chunk in chunks:
+                w.write(chunk)
+        except BaseException:
+            w.abort()
+            raise
+        return w.commit(expected_sha256)
+
+    async def put_async(self, chunks: AsyncIterator[bytes], *, expected_sha256: str | None = None,
+                        max_bytes: int | None = None) -> StoredBlob:
+        import anyio.to_thread
+
+        w = _Writer(self, max_bytes)
+        try:
+            async for chunk in chunks:
+                if chunk:
+                    w.write(chunk)
+            return await anyio.to_thread.run_sync(w.commit, expected_sha256)
+        except BaseException:
+            w.abort()
+            raise
+
+    def put_file(self, path: Path, *, max_bytes: int | None = None) -> StoredBlob:
+        with open(path, "rb") as fh:
+            return self.put_iter(iter(lambda: fh.read(CHUNK), b""), max_bytes=max_bytes)
+
+    def iter_blob(self, sha256: str, *, verify: bool = True) -> Iterator[bytes]:
+        """Streams a blob; with ``verify`` the last chunk is only released after the hash
+        matched, so a corrupted blob fails the transfer instead of passing silently."""
+        path = self.path_for(sha256)
+        if not path.exists():
+            raise NotFound("Artifact content is missing from the store.", {"sha256": sha256})
+        h = hashlib.sha256()
+        pending: bytes | None = None
+        with open(path, "rb") as fh:
+            while chunk := fh.read(CHUNK):
+                if pending is not None:
+                    yield pending
+                if verify:
+                    h.update(chunk)
+                pending = chunk
+        if verify and h.hexdigest() != sha256:
+            raise IntegrityError("Stored artifact is corrupted.", {"sha256": sha256})
+        if pending is not None:
+            yield pending
+
+    def delete(self, sha256: str) -> bool:
+        path = self.path_for(sha256)
+        if path.exists():
+            path.unlink()
+            return True
+        return False
+
+    def iter_digests(self) -> Iterator[str]:
+        for sub in self.blobs.iterdir():
+            if sub.is_dir():
+                for f in sub.iterdir():
+                    yield f.name

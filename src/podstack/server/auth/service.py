@@ -1,0 +1,280 @@
+"""Users, passwords, API tokens and the first-start admin. Every auth rule lives here."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import secrets
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from podstack.errors import Conflict, NotFound, PermissionDenied, Unauthenticated, ValidationFailed
+from podstack.server.audit import service as audit
+from podstack.server.auth.models import ApiToken, User
+from podstack.server.auth.principal import ROLES, Principal
+from podstack.server.db.base import utcnow
+
+TOKEN_PREFIX = "pst_"
+_USERNAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+_hasher = PasswordHasher()
+# Throttle last_used_at writes: one UPDATE per token per minute is plenty for humans.
+_LAST_USED_RESOLUTION = timedelta(minutes=1)
+MIN_PASSWORD_LENGTH = 8
+
+
+def hash_token(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def new_token_value() -> str:
+    return TOKEN_PREFIX + secrets.token_urlsafe(32)
+
+
+def validate_username(username: str) -> str:
+    if not _USERNAME_RE.match(username or ""):
+        raise ValidationFailed(
+            "Usernames are 1-64 characters of letters, digits, '.', '_' or '-', "
+            "starting with a letter or digit.",
+            {"field": "username", "value": username[:100] if username else username},
+        )
+    return username
+
+
+def validate_role(role: str) -> str:
+    role = (role or "").lower()
+    if role not in ROLES:
+        raise ValidationFailed(
+            f"Unknown role {role!r}; valid roles are {', '.join(ROLES)}.",
+            {"field": "role", "valid": list(ROLES)},
+        )
+    return role
+
+
+def hash_password(password: str) -> str:
+    if len(password) < MIN_PASSWORD_LENGTH:
+        raise ValidationFailed(
+            f"Passwords need at least {MIN_PASSWORD_LENGTH} characters.", {"field": "password"}
+        )
+    return _hasher.hash(password)
+
+
+# ---------------------------------------------------------------- users
+
+
+def count_users(session: Session) -> int:
+    return session.scalar(select(func.count()).select_from(User)) or 0
+
+
+def get_user(session: Session, username: str) -> User:
+    user = session.scalar(select(User).where(User.username == username))
+    if user is None:
+        raise NotFound(f"User {username!r} does not exist.", {"username": username})
+    return user
+
+
+def list_users(session: Session) -> list[User]:
+    return list(session.scalars(select(User).order_by(User.username)))
+
+
+def create_user(
+    session: Session,
+    actor: str,
+    username: str,
+    role: str = "viewer",
+    password: str | None = None,
+    email: str | None = None,
+    display_name: str | None = None,
+) -> User:
+    validate_username(username)
+    role = validate_role(role)
+    if session.scalar(select(User.id).where(User.username == username)) is not None:
+        raise Conflict(f"User {username!r} already exists.", {"username": username})
+    user = User(
+        username=username,
+        role=role,
+        email=email,
+        display_name=display_name,
+        password_hash=hash_password(password) if password else None,
+        created_at=utcnow(),
+    )
+    session.add(user)
+    session.flush()
+    audit.record(session, actor, "user.create", "user", username, None,
+                 {"username": username, "role": role, "email": email})
+    return user
+
+
+def set_role(session: Session, actor: str, username: str, role: str) -> User:
+    role = validate_role(role)
+    user = get_user(session, username)
+    before = user.role
+    if before == "admin" and role != "admin":
+        _ensure_other_admin(session, user)
+    user.role = role
+    audit.record(session, actor, "user.set_role", "user", username, {"role": before},
+                 {"role": role})
+    return user
+
+
+def set_disabled(session: Session, actor: str, username: str, disabled: bool) -> User:
+    user = get_user(session, username)
+    if disabled and user.role == "admin":
+        _ensure_other_admin(session, user)
+    before = user.disabled
+    user.disabled = disabled
+    audit.record(session, actor, "user.disable" if disabled else "user.enable", "user",
+                 username, {"disabled": before}, {"disabled": disabled})
+    return user
+
+
+def set_password(session: Session, actor: str, username: str, password: str) -> User:
+    user = get_user(session, username)
+    user.password_hash = hash_password(password)
+    audit.record(session, actor, "user.set_password", "user", username)
+    return user
+
+
+def _ensure_other_admin(session: Session, user: User) -> None:
+    others = session.scalar(
+        select(func.count()).select_from(User).where(
+            User.role == "admin", User.disabled.is_(False), User.id != user.id
+        )
+    )
+    if not others:
+        raise Conflict("Refusing to remove the last active admin.", {"username": user.username})
+
+
+def authenticate_password(
+    session: Session, username: str, password: str, *, max_failures: int, lockout_seconds: int
+) -> User:
+    """Checks a password; locks the account for a while after repeated failures."""
+    user = session.scalar(select(User).where(User.username == username))
+    now = utcnow()
+    generic = Unauthenticated("Wrong username or password.")
+    if user is None or user.disabled or not user.password_hash:
+        # Spend the same time as a real check so usernames cannot be probed by timing.
+        _hasher.hash("timing-equaliser")
+        raise generic
+    if user.locked_until and user.locked_until > now:
+        raise Unauthenticated(
+            "Too many failed sign-ins; try again later.",
+            {"retry_after_seconds": int((user.locked_until - now).total_seconds()) + 1},
+        )
+    try:
+        _hasher.verify(user.password_hash, password)
+    except (VerificationError, InvalidHashError):
+        user.failed_logins += 1
+        if user.failed_logins >= max_failures:
+            user.locked_until = now + timedelta(seconds=lockout_seconds)
+            user.failed_logins = 0
+        raise generic
+    user.failed_logins = 0
+    user.locked_until = None
+    if _hasher.check_needs_rehash(user.password_hash):
+        user.password_hash = _hasher.hash(password)
+    return user
+
+
+# ---------------------------------------------------------------- tokens
+
+
+@dataclass
+class IssuedToken:
+    token: ApiToken
+    value: str  # shown exactly once
+
+
+def create_token(
+    session: Session,
+    actor: str,
+    username: str,
+    name: str,
+    expires_at: datetime | None = None,
+    scope: str | None = None,
+    value: str | None = None,
+) -> IssuedToken:
+    user = get_user(session, username)
+    if not name or len(name) > 128:
+        raise ValidationFailed("Token names are 1-128 characters.", {"field": "name"})
+    if expires_at is not None and expires_at <= utcnow():
+        raise ValidationFailed("expires_at must be in the future.", {"field": "expires_at"})
+    raw = value or new_token_value()
+    digest = hash_token(raw)
+    if session.scalar(select(ApiToken.id).where(ApiToken.token_hash == digest)) is not None:
+        raise Conflict("That token value is already in use.")
+    tok = ApiToken(
+        user_id=user.id,
+        name=name,
+        prefix=raw[:8],
+        token_hash=digest,
+        scope=scope,
+        created_at=utcnow(),
+        expires_at=expires_at,
+    )
+    session.add(tok)
+    session.flush()
+    audit.record(session, actor, "token.create", "token", str(tok.id), None,
+                 {"user": username, "name": name, "prefix": tok.prefix,
+                  "expires_at": expires_at.isoformat() if expires_at else None, "scope": scope})
+    return IssuedToken(tok, raw)
+
+
+def list_tokens(session: Session, username: str | None = None) -> list[ApiToken]:
+    q = select(ApiToken).join(User).order_by(ApiToken.id)
+    if username:
+        q = q.where(User.username == username)
+    return list(session.scalars(q))
+
+
+def revoke_token(session: Session, principal: Principal, token_id: int) -> ApiToken:
+    tok = session.get(ApiToken, token_id)
+    if tok is None:
+        raise NotFound(f"Token {token_id} does not exist.", {"token_id": token_id})
+    if not principal.has_role("admin") and tok.user_id != principal.user_id:
+        raise PermissionDenied("You can only revoke your own tokens.")
+    if tok.revoked_at is None:
+        tok.revoked_at = utcnow()
+        audit.record(session, principal.username, "token.revoke", "token", str(tok.id),
+                     {"revoked": False}, {"revoked": True})
+    return tok
+
+
+def authenticate_token(session: Session, raw: str) -> Principal:
+    tok = session.scalar(select(ApiToken).where(ApiToken.token_hash == hash_token(raw)))
+    now = utcnow()
+    if tok is None:
+        raise Unauthenticated("Invalid API token.")
+    if tok.revoked_at is not None:
+        raise Unauthenticated("This API token has been revoked.")
+    if tok.expires_at is not None and tok.expires_at <= now:
+        raise Unauthenticated("This API token has expired.")
+    user = tok.user
+    if user.disabled:
+        raise Unauthenticated("This user is disabled.")
+    if tok.last_used_at is None or now - tok.last_used_at > _LAST_USED_RESOLUTION:
+        tok.last_used_at = now
+    return Principal(username=user.username, role=user.role, user_id=user.id, scope=tok.scope)
+
+
+def principal_for_user(user: User) -> Principal:
+    return Principal(username=user.username, role=user.role, user_id=user.id, via="session")
+
+
+# ---------------------------------------------------------------- bootstrap
+
+
+def bootstrap_admin(session: Session, admin_token: str | None) -> str | None:
+    """Creates ``admin`` on a server with no users. Returns the token to print, if random."""
+    if count_users(session) > 0:
+        return None
+    create_user(session, "system", "admin", role="admin")
+    if admin_token:
+        create_token(session, "system", "admin", "bootstrap", value=admin_token)
+        return None
+    issued = create_token(session, "system", "admin", "bootstrap")
+    return issued.value

@@ -1,0 +1,115 @@
+"""FastAPI dependencies shared by every capability's endpoints.
+
+An endpoint declares the role it needs (``Depends(viewer)``, ``editor``, ``admin``) and gets a
+``Ctx``: the caller, the settings and a way to open the request's transaction. Transactions
+are opened inside the endpoint (``with ctx.write() as s``) rather than in a yield-dependency
+so the commit has happened before the response is acknowledged.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+from fastapi import Depends, Request
+from sqlalchemy.orm import Session
+
+from podstack.errors import Unauthenticated
+from podstack.server.auth import service as auth_service
+from podstack.server.auth.principal import LOCAL_ADMIN, Principal
+from podstack.server.config import Settings
+from podstack.server.db.session import Database
+
+SESSION_COOKIE_USER = "uid"
+
+
+@dataclass
+class Ctx:
+    principal: Principal
+    settings: Settings
+    db: Database
+    state: Any  # app.state: shared services (artifact store, scheduler, notifier, …)
+
+    @property
+    def actor(self) -> str:
+        return self.principal.username
+
+    @contextmanager
+    def write(self) -> Iterator[Session]:
+        with self.db.session() as s:
+            yield s
+
+    @contextmanager
+    def read(self) -> Iterator[Session]:
+        with self.db.session(readonly=True) as s:
+            yield s
+
+
+def get_settings(request: Request) -> Settings:
+    return request.app.state.settings
+
+
+def get_db(request: Request) -> Database:
+    return request.app.state.db
+
+
+def _bearer(request: Request) -> str | None:
+    header = request.headers.get("authorization")
+    if not header:
+        return None
+    scheme, _, value = header.partition(" ")
+    if scheme.lower() != "bearer" or not value.strip():
+        raise Unauthenticated("Authorization header must be 'Bearer <token>'.")
+    return value.strip()
+
+
+def authenticate(request: Request) -> Principal:
+    """Resolves the caller from a bearer token, else the UI's signed session cookie."""
+    state = request.app.state
+    settings: Settings = state.settings
+    if settings.no_auth or settings.embedded:
+        return LOCAL_ADMIN
+    token = _bearer(request)
+    db: Database = state.db
+    if token is not None:
+        with db.session() as s:
+            return auth_service.authenticate_token(s, token)
+    session = request.scope.get("session")
+    if session and session.get(SESSION_COOKIE_USER) is not None:
+        from podstack.server.auth.models import User
+
+        with db.session(readonly=True) as s:
+            user = s.get(User, session[SESSION_COOKIE_USER])
+            if user is not None and not user.disabled:
+                return auth_service.principal_for_user(user)
+    raise Unauthenticated(
+        "Authentication required: send 'Authorization: Bearer <token>' "
+        "(create a token with `podstack tokens create`)."
+    )
+
+
+def _ctx(request: Request, role: str) -> Ctx:
+    principal = authenticate(request)
+    principal.require(role)
+    request.state.principal = principal
+    state = request.app.state
+    return Ctx(principal=principal, settings=state.settings, db=state.db, state=state)
+
+
+def viewer(request: Request) -> Ctx:
+    return _ctx(request, "viewer")
+
+
+def editor(request: Request) -> Ctx:
+    return _ctx(request, "editor")
+
+
+def admin(request: Request) -> Ctx:
+    return _ctx(request, "admin")
+
+
+ViewerCtx = Annotated[Ctx, Depends(viewer)]
+EditorCtx = Annotated[Ctx, Depends(editor)]
+AdminCtx = Annotated[Ctx, Depends(admin)]

@@ -1,0 +1,221 @@
+"""Shared fixtures: a migrated database (SQLite or PostgreSQL), a live server on a real
+socket, authenticated HTTP clients, and the SDK on both backends.
+
+Database choice: ``PODSTACK_TEST_DB=sqlite`` (default) or ``postgresql``. ``make test`` runs
+the suite on both. PostgreSQL is the local server at 127.0.0.1:5432 with trust auth; each
+pytest worker gets a fresh database that is dropped at the end.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+import uvicorn
+from sqlalchemy import create_engine, text
+
+from podstack import MLOpsClient
+from podstack.server.app import create_app
+from podstack.server.auth import service as auth_service
+from podstack.server.config import Settings
+from podstack.server.db import migrate
+from podstack.server.db.models_registry import metadata
+from podstack.server.db.session import Database
+
+ADMIN_TOKEN = "pst_test-admin-token-0123456789abcdef"
+PG_ADMIN_URL = os.environ.get(
+    "PODSTACK_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+)
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    return f"podstack test database: {test_db_kind()}"
+
+
+def test_db_kind() -> str:
+    return os.environ.get("PODSTACK_TEST_DB", "sqlite")
+
+
+def _worker() -> str:
+    return os.environ.get("PYTEST_XDIST_WORKER", "main")
+
+
+@pytest.fixture(scope="session")
+def database_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    if test_db_kind() == "postgresql":
+        name = f"podstack_test_{uuid.uuid4().hex[:8]}_{_worker()}"
+        admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+        try:
+            with admin.connect() as conn:
+                conn.execute(text(f'CREATE DATABASE "{name}"'))
+        except Exception as exc:  # pragma: no cover - environment problem
+            if IN_CI:
+                raise
+            pytest.skip(f"PostgreSQL unavailable at {PG_ADMIN_URL}: {exc}")
+        base = PG_ADMIN_URL.rsplit("/", 1)[0]
+        yield f"{base}/{name}"
+        with admin.connect() as conn:
+            conn.execute(text(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = :n"
+            ), {"n": name})
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}"'))
+        admin.dispose()
+    else:
+        path = tmp_path_factory.mktemp("db") / "podstack.db"
+        yield f"sqlite:///{path}"
+
+
+@pytest.fixture(scope="session")
+def home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("home")
+
+
+@pytest.fixture(scope="session")
+def settings(database_url: str, home: Path) -> Settings:
+    return Settings(
+        home=home,
+        database_url=database_url,
+        artifacts_uri=str(home / "artifacts"),
+        admin_token=ADMIN_TOKEN,
+        background_workers=False,
+        session_secret="test-session-secret",
+        max_body_bytes=1024 * 1024,
+    )
+
+
+@pytest.fixture(scope="session")
+def db(settings: Settings) -> Iterator[Database]:
+    database = Database(settings.database_url)
+    migrate.upgrade(database.engine)
+    yield database
+    database.dispose()
+
+
+def _wipe(database: Database) -> None:
+    tables = [t.name for t in reversed(metadata.sorted_tables)]
+    with database.engine.begin() as conn:
+        if database.dialect == "postgresql":
+            conn.execute(text("TRUNCATE " + ", ".join(f'"{t}"' for t in tables)
+                              + " RESTART IDENTITY CASCADE"))
+        else:
+            for t in tables:
+                conn.execute(text(f'DELETE FROM "{t}"'))
+
+
+@pytest.fixture(autouse=True)
+def clean_db(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Every test that touches the database starts from an empty one with the admin user."""
+    if "db" not in request.fixturenames:
+        yield
+        return
+    database: Database = request.getfixturevalue("db")
+    _wipe(database)
+    with database.session() as s:
+        auth_service.bootstrap_admin(s, ADMIN_TOKEN)
+    yield
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class LiveServer:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.app = create_app(settings)
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        config = uvicorn.Config(self.app, host="127.0.0.1", port=self.port, log_level="warning",
+                                lifespan="on")
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def start(self) -> None:
+        self.thread.start()
+        deadline = time.monotonic() + 30
+        while not self.server.started:
+            if time.monotonic() > deadline or not self.thread.is_alive():
+                raise RuntimeError("live server did not start")
+            time.sleep(0.02)
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=15)
+
+
+@pytest.fixture(scope="session")
+def live_server(settings: Settings, db: Database) -> Iterator[LiveServer]:
+    server = LiveServer(settings)
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def api(live_server: LiveServer, db: Database) -> Iterator[httpx.Client]:
+    """Raw REST client authenticated as admin, over a real socket."""
+    with httpx.Client(base_url=live_server.url + "/api/v1",
+                      headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}, timeout=60) as c:
+        yield c
+
+
+@pytest.fixture
+def anon(live_server: LiveServer, db: Database) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=live_server.url + "/api/v1", timeout=60) as c:
+        yield c
+
+
+@pytest.fixture
+def make_token(db: Database) -> Callable[..., str]:
+    """make_token("viewer") -> a token for a fresh user of that role."""
+
+    def make(role: str = "viewer", username: str | None = None) -> str:
+        username = username or f"{role}-{uuid.uuid4().hex[:6]}"
+        with db.session() as s:
+            auth_service.create_user(s, "test", username, role=role)
+            return auth_service.create_token(s, "test", username, "test").value
+
+    return make
+
+
+@pytest.fixture
+def client_for(live_server: LiveServer) -> Iterator[Callable[[str], httpx.Client]]:
+    clients: list[httpx.Client] = []
+
+    def make(token: str) -> httpx.Client:
+        c = httpx.Client(base_url=live_server.url + "/api/v1",
+                         headers={"Authorization": f"Bearer {token}"}, timeout=60)
+        clients.append(c)
+        return c
+
+    yield make
+    for c in clients:
+        c.close()
+
+
+@pytest.fixture(params=["embedded", "http"])
+def client(request: pytest.FixtureRequest, settings: Settings, db: Database,
+           monkeypatch: pytest.MonkeyPatch) -> Iterator[MLOpsClient]:
+    """The SDK, once embedded (in-process) and once over HTTP to the live server."""
+    monkeypatch.setenv("PODSTACK_PROGRESS", "0")
+    if request.param == "embedded":
+        monkeypatch.delenv("PODSTACK_URL", raising=False)
+        monkeypatch.setenv("PODSTACK_HOME", str(settings.home))
+        monkeypatch.setenv("PODSTACK_DATABASE_URL", settings.database_url)
+        monkeypatch.setenv("PODSTACK_ARTIFACTS_URI", settings.artifacts_uri)
+        c = MLOpsClient()
+    else:
+        server: LiveServer = request.getfixturevalue("live_server")
+        c = MLOpsClient(api_token=ADMIN_TOKEN, url=server.url)
+    yield c
+    c.close()
