@@ -1,9 +1,285 @@
-"""SDK methods for the tracking capability."""
+"""SDK: experiments, runs, params, metrics, tags, datasets and run search."""
 
 from __future__ import annotations
 
+import math
+from collections.abc import Mapping
+from datetime import datetime
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
+
 from podstack.client.base import BaseClient
+from podstack.schemas import tracking as sch
+
+if TYPE_CHECKING:
+    from podstack.client.client import MLOpsClient
+
+
+class PagedList(list):  # type: ignore[type-arg]
+    """A page of results; ``next_page_token`` fetches the following page."""
+
+    next_page_token: str | None = None
+
+
+def _wire_float(v: float) -> float | str:
+    # JSON has no NaN/Infinity; the server accepts these spellings and returns them back.
+    v = float(v)
+    if math.isnan(v):
+        return "NaN"
+    if math.isinf(v):
+        return "Infinity" if v > 0 else "-Infinity"
+    return v
+
+
+class ActiveRun:
+    """A run in progress. As a context manager it ends FINISHED on normal exit, FAILED on an
+    exception (which propagates) and KILLED on Ctrl-C."""
+
+    def __init__(self, client: MLOpsClient, run: sch.Run) -> None:
+        self._client = client
+        self._run = run
+        self.id: str = run.id
+        self.experiment_id: str = run.experiment_id
+
+    def __repr__(self) -> str:
+        return f"<ActiveRun {self.id} experiment={self.experiment_id}>"
+
+    @property
+    def info(self) -> sch.Run:
+        """Fresh view of the run (params, latest metrics, tags, status)."""
+        return self._client.get_run(self.id)
+
+    def log_params(self, params: Mapping[str, Any]) -> None:
+        self._client.log_params(self.id, params)
+
+    def log_param(self, key: str, value: Any) -> None:
+        self._client.log_params(self.id, {key: value})
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
+        self._client.log_metrics(self.id, metrics, step=step)
+
+    def log_metric(self, key: str, value: float, step: int | None = None) -> None:
+        self._client.log_metrics(self.id, {key: value}, step=step)
+
+    def log_artifact(self, local_path: str, artifact_path: str | None = None) -> Any:
+        return self._client.log_artifact(self.id, local_path, artifact_path)
+
+    def log_artifacts(self, local_dir: str, artifact_path: str | None = None) -> Any:
+        return self._client.log_artifact(self.id, local_dir, artifact_path)
+
+    def log_dataset(
+        self,
+        name: str,
+        source_uri: str | None = None,
+        digest: str | None = None,
+        context: str | None = None,
+    ) -> sch.Dataset:
+        return self._client.log_dataset(
+            self.id, name, source_uri=source_uri, digest=digest, context=context
+        )
+
+    def set_tag(self, key: str, value: Any) -> None:
+        self._client.set_run_tags(self.id, {key: value})
+
+    def set_tags(self, tags: Mapping[str, Any]) -> None:
+        self._client.set_run_tags(self.id, tags)
+
+    def end(self, status: str = "FINISHED") -> sch.Run:
+        return self._client.end_run(self.id, status)
+
+    def __enter__(self) -> ActiveRun:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if exc_type is None:
+            status = "FINISHED"
+        elif issubclass(exc_type, KeyboardInterrupt):
+            status = "KILLED"
+        else:
+            status = "FAILED"
+        try:
+            self.end(status)
+        except Exception:
+            if exc_type is None:
+                raise
+            # Never mask the training script's own exception with a bookkeeping error.
 
 
 class TrackingAPI(BaseClient):
-    pass
+    # ------------------------------------------------------------ experiments
+    def create_experiment(
+        self, name: str, description: str | None = None, tags: Mapping[str, Any] | None = None
+    ) -> sch.Experiment:
+        body = {
+            "name": name,
+            "description": description,
+            "tags": {k: str(v) for k, v in (tags or {}).items()},
+        }
+        return sch.Experiment.model_validate(self._request("POST", "/experiments", json=body))
+
+    def get_experiment(self, experiment_id: str) -> sch.Experiment:
+        """By id or by name."""
+        return sch.Experiment.model_validate(self._request("GET", f"/experiments/{experiment_id}"))
+
+    def list_experiments(
+        self,
+        query: str | None = None,
+        include_archived: bool = False,
+        max_results: int | None = None,
+    ) -> list[sch.Experiment]:
+        params = {"q": query, "include_archived": include_archived, "limit": 1000}
+        return [
+            sch.Experiment.model_validate(e)
+            for e in self._paginate("/experiments", "items", params, max_results)
+        ]
+
+    def update_experiment(
+        self,
+        experiment_id: str,
+        *,
+        name: str | None = None,
+        description: str | None = None,
+        tags: Mapping[str, Any] | None = None,
+        archived: bool | None = None,
+    ) -> sch.Experiment:
+        body: dict[str, Any] = {
+            "name": name,
+            "description": description,
+            "archived": archived,
+            "tags": None if tags is None else {k: str(v) for k, v in tags.items()},
+        }
+        body = {k: v for k, v in body.items() if v is not None}
+        return sch.Experiment.model_validate(
+            self._request("PATCH", f"/experiments/{experiment_id}", json=body)
+        )
+
+    def archive_experiment(self, experiment_id: str) -> sch.Experiment:
+        return self.update_experiment(experiment_id, archived=True)
+
+    def delete_experiment(self, experiment_id: str) -> None:
+        self._request("DELETE", f"/experiments/{experiment_id}")
+
+    # ------------------------------------------------------------ runs
+    def create_run(
+        self, experiment_id: str, run_name: str | None = None, tags: Mapping[str, Any] | None = None
+    ) -> sch.Run:
+        body = {
+            "experiment_id": experiment_id,
+            "run_name": run_name,
+            "tags": {k: str(v) for k, v in (tags or {}).items()},
+        }
+        return sch.Run.model_validate(self._request("POST", "/runs", json=body))
+
+    def start_run(
+        self, experiment_id: str, run_name: str | None = None, tags: Mapping[str, Any] | None = None
+    ) -> ActiveRun:
+        """Starts a run in experiment ``experiment_id`` (an id or a name; an unknown name
+        creates the experiment). Use as ``with client.start_run(...) as run:``."""
+        return ActiveRun(self, self.create_run(experiment_id, run_name, tags))  # type: ignore[arg-type]
+
+    def get_run(self, run_id: str) -> sch.Run:
+        return sch.Run.model_validate(self._request("GET", f"/runs/{run_id}"))
+
+    def end_run(self, run_id: str, status: str = "FINISHED") -> sch.Run:
+        return sch.Run.model_validate(
+            self._request("PATCH", f"/runs/{run_id}", json={"status": status.upper()})
+        )
+
+    def update_run(
+        self, run_id: str, *, name: str | None = None, notes: str | None = None
+    ) -> sch.Run:
+        body = {k: v for k, v in {"name": name, "notes": notes}.items() if v is not None}
+        return sch.Run.model_validate(self._request("PATCH", f"/runs/{run_id}", json=body))
+
+    def delete_run(self, run_id: str) -> None:
+        self._request("DELETE", f"/runs/{run_id}")
+
+    def log_params(self, run_id: str, params: Mapping[str, Any]) -> None:
+        self._request("POST", f"/runs/{run_id}/params", json={"params": dict(params)})
+
+    def log_metrics(
+        self,
+        run_id: str,
+        metrics: Mapping[str, float],
+        step: int | None = None,
+        timestamp: datetime | None = None,
+    ) -> None:
+        """All points in one request and one bulk insert."""
+        body: dict[str, Any] = {
+            "metrics": {k: _wire_float(v) for k, v in metrics.items()},
+            "step": step,
+        }
+        if timestamp is not None:
+            body["timestamp"] = timestamp.isoformat()
+        self._request("POST", f"/runs/{run_id}/metrics", json=body)
+
+    def log_metric_points(self, run_id: str, points: list[Mapping[str, Any]]) -> None:
+        """Many (key, value, step[, timestamp]) points at once, e.g. a whole history."""
+        wire = []
+        for p in points:
+            q = dict(p)
+            q["value"] = _wire_float(q["value"])
+            if isinstance(q.get("timestamp"), datetime):
+                q["timestamp"] = q["timestamp"].isoformat()
+            wire.append(q)
+        self._request("POST", f"/runs/{run_id}/metrics", json={"points": wire})
+
+    def get_metric_history(self, run_id: str, key: str) -> list[sch.MetricPoint]:
+        return [
+            sch.MetricPoint.model_validate(p)
+            for p in self._paginate(
+                f"/runs/{run_id}/metrics/{key}/history", "items", {"limit": 100_000}
+            )
+        ]
+
+    def set_run_tags(self, run_id: str, tags: Mapping[str, Any]) -> None:
+        self._request(
+            "POST", f"/runs/{run_id}/tags", json={"tags": {k: str(v) for k, v in tags.items()}}
+        )
+
+    def delete_run_tag(self, run_id: str, key: str) -> None:
+        self._request("DELETE", f"/runs/{run_id}/tags/{key}")
+
+    def log_dataset(
+        self,
+        run_id: str,
+        name: str,
+        source_uri: str | None = None,
+        digest: str | None = None,
+        context: str | None = None,
+    ) -> sch.Dataset:
+        body = {"name": name, "source_uri": source_uri, "digest": digest, "context": context}
+        return sch.Dataset.model_validate(
+            self._request("POST", f"/runs/{run_id}/datasets", json=body)
+        )
+
+    def search_runs(
+        self,
+        experiment_ids: list[str] | str | None = None,
+        filter: str | None = None,
+        status: str | None = None,
+        order_by: str | None = None,
+        max_results: int = 100,
+        page_token: str | None = None,
+    ) -> PagedList:
+        """One page of runs (``result.next_page_token`` for the next). ``filter`` example:
+        ``"metrics.accuracy >= 0.9 and params.lr = '0.001'"``."""
+        if isinstance(experiment_ids, str):
+            experiment_ids = [experiment_ids]
+        body = {
+            "experiment_ids": experiment_ids,
+            "filter": filter,
+            "status": status.upper() if status else None,
+            "order_by": order_by,
+            "limit": max_results,
+            "page_token": page_token,
+        }
+        page = self._request("POST", "/runs/search", json=body)
+        out = PagedList(sch.Run.model_validate(r) for r in page["items"])
+        out.next_page_token = page.get("next_page_token")
+        return out

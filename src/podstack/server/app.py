@@ -144,14 +144,23 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     def limit_for(scope: dict[str, Any]) -> int:
         # Artifact uploads stream to disk; everything else is parsed in memory.
         path: str = scope.get("path", "")
-        if scope.get("method") == "PUT" and path.startswith(upload_prefix) and "/artifacts/" in path:
+        if (
+            scope.get("method") == "PUT"
+            and path.startswith(upload_prefix)
+            and "/artifacts/" in path
+        ):
             return settings.max_artifact_bytes
         return settings.max_body_bytes
 
     # Outermost last: metrics see every response, including 413s from the limit.
-    app.add_middleware(SessionMiddleware, secret_key=_session_secret(settings),
-                       session_cookie="podstack_session", max_age=settings.session_max_age_seconds,
-                       same_site="lax", https_only=settings.secure_cookies)
+    app.add_middleware(
+        SessionMiddleware,
+        secret_key=_session_secret(settings),
+        session_cookie="podstack_session",
+        max_age=settings.session_max_age_seconds,
+        same_site="lax",
+        https_only=settings.secure_cookies,
+    )
     app.add_middleware(BodyLimitMiddleware, limit_for=limit_for)
     app.add_middleware(SecurityHeadersMiddleware)
     app.add_middleware(MetricsMiddleware, registry=app.state.metrics_registry)

@@ -38,9 +38,7 @@ class Run(Base):
     __table_args__ = (Index("ix_runs_experiment_start", "experiment_id", "start_time", "id"),)
 
     id: Mapped[str] = mapped_column(String(64), primary_key=True)
-    experiment_id: Mapped[str] = mapped_column(
-        ForeignKey("experiments.id", ondelete="CASCADE")
-    )
+    experiment_id: Mapped[str] = mapped_column(ForeignKey("experiments.id", ondelete="CASCADE"))
     name: Mapped[str | None] = mapped_column(String(256))
     status: Mapped[str] = mapped_column(String(16), default="RUNNING")
     start_time: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
@@ -53,9 +51,7 @@ class Run(Base):
 class RunTag(Base):
     __tablename__ = "run_tags"
 
-    run_id: Mapped[str] = mapped_column(
-        ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True
-    )
+    run_id: Mapped[str] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True)
     key: Mapped[str] = mapped_column(String(250), primary_key=True)
     value: Mapped[str] = mapped_column(Text)
 
@@ -63,9 +59,7 @@ class RunTag(Base):
 class Param(Base):
     __tablename__ = "params"
 
-    run_id: Mapped[str] = mapped_column(
-        ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True
-    )
+    run_id: Mapped[str] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True)
     key: Mapped[str] = mapped_column(String(250), primary_key=True)
     value: Mapped[str] = mapped_column(Text)
 
@@ -92,9 +86,7 @@ class LatestMetric(Base):
     __tablename__ = "latest_metrics"
     __table_args__ = (Index("ix_latest_metrics_key_value", "key", "value"),)
 
-    run_id: Mapped[str] = mapped_column(
-        ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True
-    )
+    run_id: Mapped[str] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True)
     key: Mapped[str] = mapped_column(String(250), primary_key=True)
     value: Mapped[float | None] = mapped_column(Float)
     step: Mapped[int] = mapped_column(BigInteger, default=0)

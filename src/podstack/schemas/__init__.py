@@ -1,0 +1,1 @@
+"""Pydantic wire contract shared by the SDK and the server (no ORM here)."""
