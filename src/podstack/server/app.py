@@ -4,7 +4,8 @@ Capabilities plug in by convention, so adding one touches no central list:
 - ``podstack.server.<cap>.endpoints.router`` is mounted under ``/api/v1``;
 - ``podstack.server.<cap>.background.run(state, stop)`` (async) runs while the server lives,
   when ``settings.background_workers`` is on;
-- ``podstack.server.web.routes.router`` serves the UI at ``/``.
+- ``podstack.server.<cap>.sinks`` is imported so it can ``events.service.subscribe``;
+- ``podstack.server.web.routes.mount(app)`` serves the UI at ``/``.
 """
 
 from __future__ import annotations
@@ -129,6 +130,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.metrics_registry = CollectorRegistry()
     install_error_handlers(app)
 
+    # Event sinks (webhook outbox, notifications) subscribe on import.
+    _capability_modules("sinks")
     app.include_router(health.router)
     for mod in _capability_modules("endpoints"):
         app.include_router(mod.router, prefix=API_PREFIX)
