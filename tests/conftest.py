@@ -37,10 +37,23 @@ IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 
 def pytest_report_header(config: pytest.Config) -> str:
-    return f"podstack test database: {test_db_kind()}"
+    return f"podstack test database: {current_db_kind()}"
 
 
-def test_db_kind() -> str:
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests marked ``postgres_only`` (replica races, SKIP LOCKED, outages) belong to the
+    PostgreSQL pass of ``make test``; the SQLite pass deselects them instead of skipping."""
+    if current_db_kind() == "postgresql":
+        return
+    keep, drop = [], []
+    for item in items:
+        (drop if item.get_closest_marker("postgres_only") else keep).append(item)
+    if drop:
+        config.hook.pytest_deselected(items=drop)
+        items[:] = keep
+
+
+def current_db_kind() -> str:
     return os.environ.get("PODSTACK_TEST_DB", "sqlite")
 
 
@@ -50,7 +63,7 @@ def _worker() -> str:
 
 @pytest.fixture(scope="session")
 def database_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    if test_db_kind() == "postgresql":
+    if current_db_kind() == "postgresql":
         name = f"podstack_test_{uuid.uuid4().hex[:8]}_{_worker()}"
         admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
         try:
@@ -63,9 +76,10 @@ def database_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         base = PG_ADMIN_URL.rsplit("/", 1)[0]
         yield f"{base}/{name}"
         with admin.connect() as conn:
-            conn.execute(text(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = :n"
-            ), {"n": name})
+            conn.execute(
+                text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = :n"),
+                {"n": name},
+            )
             conn.execute(text(f'DROP DATABASE IF EXISTS "{name}"'))
         admin.dispose()
     else:
@@ -103,8 +117,11 @@ def _wipe(database: Database) -> None:
     tables = [t.name for t in reversed(metadata.sorted_tables)]
     with database.engine.begin() as conn:
         if database.dialect == "postgresql":
-            conn.execute(text("TRUNCATE " + ", ".join(f'"{t}"' for t in tables)
-                              + " RESTART IDENTITY CASCADE"))
+            conn.execute(
+                text(
+                    "TRUNCATE " + ", ".join(f'"{t}"' for t in tables) + " RESTART IDENTITY CASCADE"
+                )
+            )
         else:
             for t in tables:
                 conn.execute(text(f'DELETE FROM "{t}"'))
@@ -135,8 +152,9 @@ class LiveServer:
         self.app = create_app(settings)
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        config = uvicorn.Config(self.app, host="127.0.0.1", port=self.port, log_level="warning",
-                                lifespan="on")
+        config = uvicorn.Config(
+            self.app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="on"
+        )
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 
@@ -164,8 +182,11 @@ def live_server(settings: Settings, db: Database) -> Iterator[LiveServer]:
 @pytest.fixture
 def api(live_server: LiveServer, db: Database) -> Iterator[httpx.Client]:
     """Raw REST client authenticated as admin, over a real socket."""
-    with httpx.Client(base_url=live_server.url + "/api/v1",
-                      headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}, timeout=60) as c:
+    with httpx.Client(
+        base_url=live_server.url + "/api/v1",
+        headers={"Authorization": f"Bearer {ADMIN_TOKEN}"},
+        timeout=60,
+    ) as c:
         yield c
 
 
@@ -193,8 +214,11 @@ def client_for(live_server: LiveServer) -> Iterator[Callable[[str], httpx.Client
     clients: list[httpx.Client] = []
 
     def make(token: str) -> httpx.Client:
-        c = httpx.Client(base_url=live_server.url + "/api/v1",
-                         headers={"Authorization": f"Bearer {token}"}, timeout=60)
+        c = httpx.Client(
+            base_url=live_server.url + "/api/v1",
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=60,
+        )
         clients.append(c)
         return c
 
@@ -204,8 +228,12 @@ def client_for(live_server: LiveServer) -> Iterator[Callable[[str], httpx.Client
 
 
 @pytest.fixture(params=["embedded", "http"])
-def client(request: pytest.FixtureRequest, settings: Settings, db: Database,
-           monkeypatch: pytest.MonkeyPatch) -> Iterator[MLOpsClient]:
+def client(
+    request: pytest.FixtureRequest,
+    settings: Settings,
+    db: Database,
+    monkeypatch: pytest.MonkeyPatch,
+) -> Iterator[MLOpsClient]:
     """The SDK, once embedded (in-process) and once over HTTP to the live server."""
     monkeypatch.setenv("PODSTACK_PROGRESS", "0")
     if request.param == "embedded":
