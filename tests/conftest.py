@@ -19,7 +19,7 @@ from pathlib import Path
 import httpx
 import pytest
 import uvicorn
-from sqlalchemy import create_engine, text
+from sqlalchemy import create_engine, inspect, text
 
 from podstack import MLOpsClient
 from podstack.server.app import create_app
@@ -114,7 +114,8 @@ def db(settings: Settings) -> Iterator[Database]:
 
 
 def _wipe(database: Database) -> None:
-    tables = [t.name for t in reversed(metadata.sorted_tables)]
+    existing = set(inspect(database.engine).get_table_names())
+    tables = [t.name for t in reversed(metadata.sorted_tables) if t.name in existing]
     with database.engine.begin() as conn:
         if database.dialect == "postgresql":
             conn.execute(

@@ -1,9 +1,126 @@
-"""SDK methods for the admin capability."""
+"""SDK methods for the caller, users, API tokens and the audit log."""
 
 from __future__ import annotations
 
+from datetime import datetime
+from typing import Any
+from urllib.parse import quote
+
 from podstack.client.base import BaseClient
+from podstack.schemas.audit import AuditEventOut
+from podstack.schemas.auth import MeOut, TokenCreated, TokenOut, UserOut
+
+# Distinguishes "leave unchanged" from "clear" (None) in update_user.
+_UNSET: Any = object()
 
 
 class AdminAPI(BaseClient):
-    pass
+    def whoami(self) -> MeOut:
+        """The user (and role) this client acts as."""
+        return MeOut.model_validate(self._request("GET", "/me"))
+
+    # ------------------------------------------------------------------ users (admins)
+    def create_user(
+        self,
+        username: str,
+        role: str = "viewer",
+        *,
+        password: str | None = None,
+        email: str | None = None,
+        display_name: str | None = None,
+    ) -> UserOut:
+        body = {
+            "username": username,
+            "role": role,
+            "password": password,
+            "email": email,
+            "display_name": display_name,
+        }
+        return UserOut.model_validate(self._request("POST", "/users", json=body))
+
+    def list_users(self) -> list[UserOut]:
+        return [UserOut.model_validate(u) for u in self._paginate("/users", "items")]
+
+    def get_user(self, username: str) -> UserOut:
+        return UserOut.model_validate(self._request("GET", f"/users/{quote(username, safe='')}"))
+
+    def update_user(
+        self,
+        username: str,
+        *,
+        role: str | None = None,
+        disabled: bool | None = None,
+        password: str | None = _UNSET,
+        email: str | None = _UNSET,
+        display_name: str | None = _UNSET,
+    ) -> UserOut:
+        """Changes only what is passed. ``password=None`` removes the password (token-only
+        user); ``email=None`` / ``display_name=None`` clear them."""
+        body: dict[str, Any] = {}
+        if role is not None:
+            body["role"] = role
+        if disabled is not None:
+            body["disabled"] = disabled
+        for key, value in (
+            ("password", password),
+            ("email", email),
+            ("display_name", display_name),
+        ):
+            if value is not _UNSET:
+                body[key] = value
+        return UserOut.model_validate(
+            self._request("PATCH", f"/users/{quote(username, safe='')}", json=body)
+        )
+
+    # ------------------------------------------------------------------ tokens
+    def create_token(
+        self,
+        name: str,
+        expires_in_days: int | None = None,
+        username: str | None = None,
+        *,
+        expires_at: datetime | None = None,
+    ) -> TokenCreated:
+        """Creates an API token; ``.token`` holds the value, which is never shown again."""
+        body: dict[str, Any] = {"name": name}
+        if expires_in_days is not None:
+            body["expires_in_days"] = expires_in_days
+        if expires_at is not None:
+            body["expires_at"] = expires_at.isoformat()
+        if username is not None:
+            body["username"] = username
+        return TokenCreated.model_validate(self._request("POST", "/tokens", json=body))
+
+    def list_tokens(self, username: str | None = None, all_users: bool = False) -> list[TokenOut]:
+        """Your tokens; admins may pass ``username`` or ``all_users=True``. Token values are
+        never listed (only their first characters, ``prefix``)."""
+        params: dict[str, Any] = {"username": username, "all": "true" if all_users else None}
+        return [TokenOut.model_validate(t) for t in self._paginate("/tokens", "items", params)]
+
+    def revoke_token(self, token_id: int) -> TokenOut:
+        return TokenOut.model_validate(self._request("DELETE", f"/tokens/{int(token_id)}"))
+
+    # ------------------------------------------------------------------ audit (admins)
+    def list_audit_events(
+        self,
+        *,
+        actor: str | None = None,
+        action: str | None = None,
+        target_type: str | None = None,
+        target_id: str | None = None,
+        since: datetime | None = None,
+        max_results: int | None = 1000,
+    ) -> list[AuditEventOut]:
+        """Audit events, newest first (at most ``max_results``; None for all)."""
+        params: dict[str, Any] = {
+            "actor": actor,
+            "action": action,
+            "target_type": target_type,
+            "target_id": target_id,
+            "since": since.isoformat() if since else None,
+            "limit": min(max_results, 1000) if max_results else None,
+        }
+        return [
+            AuditEventOut.model_validate(e)
+            for e in self._paginate("/audit", "items", params, max_items=max_results)
+        ]

@@ -44,3 +44,31 @@ def dump(obj: Any) -> Any:
     if isinstance(obj, BaseModel):
         return obj.model_dump(mode="json")
     return obj
+
+
+class ErrorBody(Schema):
+    code: str = Field(description="Stable machine-readable code, e.g. NOT_FOUND.")
+    message: str = Field(description="What went wrong and how to fix it.")
+    details: dict[str, Any] = Field(default_factory=dict)
+
+
+class ErrorResponse(Schema):
+    error: ErrorBody
+
+
+_ERROR_DESCRIPTIONS = {
+    400: "Malformed request (invalid JSON, bad page token).",
+    401: "Missing, invalid, expired or revoked credentials.",
+    403: "Authenticated, but the role or token scope does not allow this.",
+    404: "The named resource does not exist.",
+    409: "Conflicts with the current state (duplicate, immutable value, ended run, …).",
+    413: "Body larger than the configured limit (stated in the message).",
+    422: "Validation failed; details.errors lists each field.",
+    503: "Database unavailable; retry after the Retry-After delay.",
+}
+
+# Declared on every API route so clients (and schema checkers) know the error envelope.
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    status: {"model": ErrorResponse, "description": text}
+    for status, text in _ERROR_DESCRIPTIONS.items()
+}

@@ -27,6 +27,7 @@ from starlette.middleware.sessions import SessionMiddleware
 
 import podstack
 import podstack.server as server_pkg
+from podstack.schemas.common import ERROR_RESPONSES
 from podstack.server import health
 from podstack.server.artifacts.store import BlobStore
 from podstack.server.config import Settings
@@ -134,7 +135,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     _capability_modules("sinks")
     app.include_router(health.router)
     for mod in _capability_modules("endpoints"):
-        app.include_router(mod.router, prefix=API_PREFIX)
+        app.include_router(mod.router, prefix=API_PREFIX, responses=ERROR_RESPONSES)
     try:
         web = importlib.import_module("podstack.server.web.routes")
         web.mount(app)

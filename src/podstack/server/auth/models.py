@@ -27,6 +27,10 @@ class User(Base):
 
     tokens: Mapped[list[ApiToken]] = relationship(back_populates="user", cascade="all, delete")
 
+    @property
+    def has_password(self) -> bool:
+        return self.password_hash is not None
+
 
 class ApiToken(Base):
     __tablename__ = "api_tokens"
@@ -47,3 +51,7 @@ class ApiToken(Base):
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
     user: Mapped[User] = relationship(back_populates="tokens")
+
+    @property
+    def username(self) -> str:
+        return self.user.username

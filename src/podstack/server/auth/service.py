@@ -6,7 +6,8 @@ import hashlib
 import re
 import secrets
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
@@ -21,10 +22,12 @@ from podstack.server.db.base import utcnow
 
 TOKEN_PREFIX = "pst_"
 _USERNAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+_EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+$")
 _hasher = PasswordHasher()
 # Throttle last_used_at writes: one UPDATE per token per minute is plenty for humans.
 _LAST_USED_RESOLUTION = timedelta(minutes=1)
 MIN_PASSWORD_LENGTH = 8
+_MAX_ID = 2**31  # ids are 32-bit integer columns
 
 
 def hash_token(token: str) -> str:
@@ -55,6 +58,26 @@ def validate_role(role: str) -> str:
     return role
 
 
+def validate_email(email: str | None) -> str | None:
+    """Empty means "no email". A light shape check: the address is only used for notices."""
+    email = (email or "").strip() or None
+    if email is not None and (len(email) > 320 or not _EMAIL_RE.match(email)):
+        raise ValidationFailed(
+            f"{email[:100]!r} is not an email address (expected name@domain).",
+            {"field": "email"},
+        )
+    return email
+
+
+def validate_display_name(display_name: str | None) -> str | None:
+    display_name = (display_name or "").strip() or None
+    if display_name is not None and len(display_name) > 200:
+        raise ValidationFailed(
+            "Display names are at most 200 characters.", {"field": "display_name"}
+        )
+    return display_name
+
+
 def hash_password(password: str) -> str:
     if len(password) < MIN_PASSWORD_LENGTH:
         raise ValidationFailed(
@@ -77,8 +100,16 @@ def get_user(session: Session, username: str) -> User:
     return user
 
 
-def list_users(session: Session) -> list[User]:
-    return list(session.scalars(select(User).order_by(User.username)))
+def list_users(
+    session: Session, *, limit: int | None = None, after: str | None = None
+) -> list[User]:
+    """Users by username; ``after`` + ``limit`` give keyset pages."""
+    q = select(User).order_by(User.username)
+    if after is not None:
+        q = q.where(User.username > after)
+    if limit is not None:
+        q = q.limit(limit)
+    return list(session.scalars(q))
 
 
 def create_user(
@@ -92,6 +123,8 @@ def create_user(
 ) -> User:
     validate_username(username)
     role = validate_role(role)
+    email = validate_email(email)
+    display_name = validate_display_name(display_name)
     if session.scalar(select(User.id).where(User.username == username)) is not None:
         raise Conflict(f"User {username!r} already exists.", {"username": username})
     user = User(
@@ -99,13 +132,20 @@ def create_user(
         role=role,
         email=email,
         display_name=display_name,
-        password_hash=hash_password(password) if password else None,
+        password_hash=hash_password(password) if password is not None else None,
         created_at=utcnow(),
     )
     session.add(user)
     session.flush()
-    audit.record(session, actor, "user.create", "user", username, None,
-                 {"username": username, "role": role, "email": email})
+    audit.record(
+        session,
+        actor,
+        "user.create",
+        "user",
+        username,
+        None,
+        {"username": username, "role": role, "email": email},
+    )
     return user
 
 
@@ -116,8 +156,9 @@ def set_role(session: Session, actor: str, username: str, role: str) -> User:
     if before == "admin" and role != "admin":
         _ensure_other_admin(session, user)
     user.role = role
-    audit.record(session, actor, "user.set_role", "user", username, {"role": before},
-                 {"role": role})
+    audit.record(
+        session, actor, "user.set_role", "user", username, {"role": before}, {"role": role}
+    )
     return user
 
 
@@ -127,8 +168,15 @@ def set_disabled(session: Session, actor: str, username: str, disabled: bool) ->
         _ensure_other_admin(session, user)
     before = user.disabled
     user.disabled = disabled
-    audit.record(session, actor, "user.disable" if disabled else "user.enable", "user",
-                 username, {"disabled": before}, {"disabled": disabled})
+    audit.record(
+        session,
+        actor,
+        "user.disable" if disabled else "user.enable",
+        "user",
+        username,
+        {"disabled": before},
+        {"disabled": disabled},
+    )
     return user
 
 
@@ -139,11 +187,59 @@ def set_password(session: Session, actor: str, username: str, password: str) -> 
     return user
 
 
+def clear_password(session: Session, actor: str, username: str) -> User:
+    """The user can then authenticate with API tokens only."""
+    user = get_user(session, username)
+    if user.password_hash is not None:
+        user.password_hash = None
+        audit.record(session, actor, "user.clear_password", "user", username)
+    return user
+
+
+_UPDATABLE = ("role", "disabled", "password", "email", "display_name")
+
+
+def update_user(session: Session, actor: str, username: str, changes: dict[str, Any]) -> User:
+    """Applies a partial update (only the keys present). One transaction: if any change is
+    refused, the caller's session rolls back and nothing changes."""
+    unknown = sorted(set(changes) - set(_UPDATABLE))
+    if unknown:
+        raise ValidationFailed(
+            f"Cannot change {', '.join(unknown)}; changeable fields are {', '.join(_UPDATABLE)}.",
+            {"fields": unknown},
+        )
+    for field in ("role", "disabled"):
+        if field in changes and changes[field] is None:
+            raise ValidationFailed(f"{field} cannot be null.", {"field": field})
+    user = get_user(session, username)
+    if "role" in changes and validate_role(changes["role"]) != user.role:
+        set_role(session, actor, username, changes["role"])
+    if "disabled" in changes and bool(changes["disabled"]) != user.disabled:
+        set_disabled(session, actor, username, bool(changes["disabled"]))
+    if "password" in changes:
+        if changes["password"] is None:
+            clear_password(session, actor, username)
+        else:
+            set_password(session, actor, username, changes["password"])
+    profile_before: dict[str, Any] = {}
+    profile_after: dict[str, Any] = {}
+    for field, check in (("email", validate_email), ("display_name", validate_display_name)):
+        if field in changes:
+            value = check(changes[field])
+            if value != getattr(user, field):
+                profile_before[field] = getattr(user, field)
+                profile_after[field] = value
+                setattr(user, field, value)
+    if profile_after:
+        audit.record(session, actor, "user.update", "user", username, profile_before, profile_after)
+    return user
+
+
 def _ensure_other_admin(session: Session, user: User) -> None:
     others = session.scalar(
-        select(func.count()).select_from(User).where(
-            User.role == "admin", User.disabled.is_(False), User.id != user.id
-        )
+        select(func.count())
+        .select_from(User)
+        .where(User.role == "admin", User.disabled.is_(False), User.id != user.id)
     )
     if not others:
         raise Conflict("Refusing to remove the last active admin.", {"username": user.username})
@@ -218,9 +314,21 @@ def create_token(
     )
     session.add(tok)
     session.flush()
-    audit.record(session, actor, "token.create", "token", str(tok.id), None,
-                 {"user": username, "name": name, "prefix": tok.prefix,
-                  "expires_at": expires_at.isoformat() if expires_at else None, "scope": scope})
+    audit.record(
+        session,
+        actor,
+        "token.create",
+        "token",
+        str(tok.id),
+        None,
+        {
+            "user": username,
+            "name": name,
+            "prefix": tok.prefix,
+            "expires_at": expires_at.isoformat() if expires_at else None,
+            "scope": scope,
+        },
+    )
     return IssuedToken(tok, raw)
 
 
@@ -232,16 +340,108 @@ def list_tokens(session: Session, username: str | None = None) -> list[ApiToken]
 
 
 def revoke_token(session: Session, principal: Principal, token_id: int) -> ApiToken:
-    tok = session.get(ApiToken, token_id)
+    # Out-of-range ids cannot exist (and would overflow PostgreSQL's integer column).
+    tok = session.get(ApiToken, token_id) if 0 < token_id < _MAX_ID else None
     if tok is None:
         raise NotFound(f"Token {token_id} does not exist.", {"token_id": token_id})
     if not principal.has_role("admin") and tok.user_id != principal.user_id:
         raise PermissionDenied("You can only revoke your own tokens.")
     if tok.revoked_at is None:
         tok.revoked_at = utcnow()
-        audit.record(session, principal.username, "token.revoke", "token", str(tok.id),
-                     {"revoked": False}, {"revoked": True})
+        audit.record(
+            session,
+            principal.username,
+            "token.revoke",
+            "token",
+            str(tok.id),
+            {"revoked": False},
+            {"revoked": True},
+        )
     return tok
+
+
+def issue_token(
+    session: Session,
+    principal: Principal,
+    name: str,
+    *,
+    username: str | None = None,
+    expires_at: datetime | None = None,
+    expires_in_days: int | None = None,
+) -> IssuedToken:
+    """A caller creating a token: for themselves, or (admins only) for another user."""
+    if principal.scope:
+        raise PermissionDenied(
+            "A token limited to a single run cannot create API tokens.",
+            {"scope": principal.scope},
+        )
+    if username is None:
+        if principal.user_id is None:
+            raise ValidationFailed(
+                f"You are acting as {principal.username!r} (authentication is off), which has "
+                "no user account; pass the username the token is for.",
+                {"field": "username"},
+            )
+        username = principal.username
+    if username != principal.username and not principal.has_role("admin"):
+        raise PermissionDenied(
+            f"Only admins can create tokens for other users; you ({principal.username}) "
+            "can create tokens for yourself.",
+            {"username": username},
+        )
+    if expires_at is not None and expires_in_days is not None:
+        raise ValidationFailed(
+            "Give either expires_at or expires_in_days, not both.",
+            {"fields": ["expires_at", "expires_in_days"]},
+        )
+    if expires_in_days is not None:
+        if expires_in_days < 1:
+            raise ValidationFailed(
+                "expires_in_days must be at least 1.", {"field": "expires_in_days"}
+            )
+        expires_at = utcnow() + timedelta(days=expires_in_days)
+    elif expires_at is not None and expires_at.tzinfo is None:
+        expires_at = expires_at.replace(tzinfo=UTC)  # naive timestamps are taken as UTC
+    return create_token(session, principal.username, username, name, expires_at=expires_at)
+
+
+def visible_tokens(
+    session: Session,
+    principal: Principal,
+    *,
+    username: str | None = None,
+    all_users: bool = False,
+    limit: int | None = None,
+    after_id: int | None = None,
+) -> list[ApiToken]:
+    """Tokens the caller may see: their own; admins may ask for one user's or everyone's."""
+    is_admin = principal.has_role("admin")
+    if all_users and not is_admin:
+        raise PermissionDenied("Only admins can list everyone's tokens.")
+    if username is not None and username != principal.username and not is_admin:
+        raise PermissionDenied(
+            f"Only admins can list other users' tokens; you ({principal.username}) can list "
+            "your own.",
+            {"username": username},
+        )
+    q = select(ApiToken).join(User).order_by(ApiToken.id)
+    if not all_users:
+        if username is None:
+            if principal.user_id is None:
+                raise ValidationFailed(
+                    f"You are acting as {principal.username!r} (authentication is off), which "
+                    "has no tokens; pass a username or all=true.",
+                    {"field": "username"},
+                )
+            q = q.where(ApiToken.user_id == principal.user_id)
+        else:
+            get_user(session, username)  # a clear 404 rather than an empty list
+            q = q.where(User.username == username)
+    if after_id is not None:
+        q = q.where(ApiToken.id > after_id)
+    if limit is not None:
+        q = q.limit(limit)
+    return list(session.scalars(q))
 
 
 def authenticate_token(session: Session, raw: str) -> Principal:

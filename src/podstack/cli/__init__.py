@@ -1,0 +1,1 @@
+"""The ``podstack`` command line (Typer). Entry point: ``podstack.cli.main:app``."""
