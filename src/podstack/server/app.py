@@ -28,7 +28,7 @@ from starlette.middleware.sessions import SessionMiddleware
 import podstack
 import podstack.server as server_pkg
 from podstack.schemas.common import ERROR_RESPONSES
-from podstack.server import health
+from podstack.server import apidocs, health
 from podstack.server.artifacts.store import BlobStore
 from podstack.server.config import Settings
 from podstack.server.db import migrate
@@ -122,7 +122,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version=podstack.__version__,
         description="Model registry, experiment tracking, approvals, schedules and deployments.",
         openapi_url=f"{API_PREFIX}/openapi.json",
-        docs_url=f"{API_PREFIX}/docs",
+        docs_url=None,  # served by apidocs from vendored files (offline, CSP-safe)
         redoc_url=None,
         lifespan=_lifespan,
     )
@@ -134,6 +134,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # Event sinks (webhook outbox, notifications) subscribe on import.
     _capability_modules("sinks")
     app.include_router(health.router)
+    apidocs.install(app, API_PREFIX)
     for mod in _capability_modules("endpoints"):
         app.include_router(mod.router, prefix=API_PREFIX, responses=ERROR_RESPONSES)
     try:
@@ -167,5 +168,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.add_middleware(BodyLimitMiddleware, limit_for=limit_for)
     app.add_middleware(SecurityHeadersMiddleware)
-    app.add_middleware(MetricsMiddleware, registry=app.state.metrics_registry)
+    app.add_middleware(MetricsMiddleware, registry=app.state.metrics_registry,
+                       api_prefix=API_PREFIX)
     return app

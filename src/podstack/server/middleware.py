@@ -26,13 +26,21 @@ def _human(n: int) -> str:
     return str(n)
 
 
-async def _send_error(send: Send, status: int, code: str, message: str,
-                      details: dict[str, Any]) -> None:
+async def _send_error(
+    send: Send, status: int, code: str, message: str, details: dict[str, Any]
+) -> None:
     body = json.dumps({"error": {"code": code, "message": message, "details": details}}).encode()
-    await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", b"application/json"),
-                            (b"content-length", str(len(body)).encode()),
-                            (b"connection", b"close")]})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+                (b"connection", b"close"),
+            ],
+        }
+    )
     await send({"type": "http.response.body", "body": body})
 
 
@@ -92,14 +100,23 @@ class BodyLimitMiddleware:
 class MetricsMiddleware:
     """Request counts and latencies per route template (not raw path: bounded cardinality)."""
 
-    def __init__(self, app: ASGIApp, registry: CollectorRegistry) -> None:
+    def __init__(self, app: ASGIApp, registry: CollectorRegistry, api_prefix: str = "") -> None:
         self.app = app
-        self.requests = Counter("podstack_http_requests_total", "HTTP requests",
-                                ["method", "route", "status"], registry=registry)
-        self.latency = Histogram("podstack_http_request_duration_seconds",
-                                 "HTTP request latency", ["method", "route"], registry=registry,
-                                 buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
-                                          0.5, 1, 2.5, 5, 10, 30))
+        # Routes of included routers report their path without the include prefix.
+        self.api_prefix = api_prefix
+        self.requests = Counter(
+            "podstack_http_requests_total",
+            "HTTP requests",
+            ["method", "route", "status"],
+            registry=registry,
+        )
+        self.latency = Histogram(
+            "podstack_http_request_duration_seconds",
+            "HTTP request latency",
+            ["method", "route"],
+            registry=registry,
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+        )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -119,6 +136,10 @@ class MetricsMiddleware:
         finally:
             route = scope.get("route")
             template = getattr(route, "path", None) or "unmatched"
+            if (self.api_prefix and template != "unmatched"
+                    and scope["path"].startswith(self.api_prefix)
+                    and not template.startswith(self.api_prefix)):
+                template = self.api_prefix + template
             self.requests.labels(scope["method"], template, str(status)).inc()
             self.latency.labels(scope["method"], template).observe(time.perf_counter() - start)
 
