@@ -83,6 +83,13 @@ class IntegrityError(PodstackError):
     status = 500
 
 
+class ChecksumMismatch(BadRequest):
+    """An upload's bytes did not match the sha256 the sender declared; nothing was stored."""
+
+    code = "CHECKSUM_MISMATCH"
+    status = 400
+
+
 _BY_CODE: dict[str, type[PodstackError]] = {
     cls.code: cls
     for cls in (
@@ -96,6 +103,7 @@ _BY_CODE: dict[str, type[PodstackError]] = {
         ServiceUnavailable,
         TransportError,
         IntegrityError,
+        ChecksumMismatch,
     )
 }
 
@@ -104,6 +112,29 @@ def register_error(cls: type[PodstackError]) -> type[PodstackError]:
     """Class decorator for capability-specific errors (e.g. APPROVAL_REQUIRED)."""
     _BY_CODE[cls.code] = cls
     return cls
+
+
+@register_error
+class ApprovalRequired(PodstackError):
+    """A transition into a gated stage was not applied: it is waiting in an approval request
+    (``request_id``; follow it with ``client.get_approval_request(request_id)``). Raised by
+    ``transition_model_version_stage``, so a script never carries on as if it had happened."""
+
+    code = "APPROVAL_REQUIRED"
+    status = 202
+
+    @property
+    def request_id(self) -> str | None:
+        value = self.details.get("request_id")
+        return str(value) if value is not None else None
+
+
+@register_error
+class GateFailed(Conflict):
+    """A version does not meet its approval policy's metric gates (``details["gates"]``)."""
+
+    code = "GATE_FAILED"
+    status = 409
 
 
 def error_from_payload(status: int, payload: Any) -> PodstackError:
@@ -120,15 +151,25 @@ def error_from_payload(status: int, payload: Any) -> PodstackError:
             generic.status = status  # type: ignore[misc]
             return generic(message, details)
         return cls(message, details)
-    fallback = {400: BadRequest, 401: Unauthenticated, 403: PermissionDenied, 404: NotFound,
-                409: Conflict, 413: PayloadTooLarge, 422: ValidationFailed,
-                503: ServiceUnavailable}.get(status, PodstackError)
+    fallback = {
+        400: BadRequest,
+        401: Unauthenticated,
+        403: PermissionDenied,
+        404: NotFound,
+        409: Conflict,
+        413: PayloadTooLarge,
+        422: ValidationFailed,
+        503: ServiceUnavailable,
+    }.get(status, PodstackError)
     return fallback(f"HTTP {status}: {str(payload)[:500]}")
 
 
 __all__ = [
+    "ApprovalRequired",
     "BadRequest",
+    "ChecksumMismatch",
     "Conflict",
+    "GateFailed",
     "IntegrityError",
     "NotFound",
     "PayloadTooLarge",

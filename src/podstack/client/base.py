@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -27,12 +28,17 @@ def progress_enabled() -> bool:
 class BaseClient:
     """Holds the httpx client (HTTP or embedded) and maps errors to podstack.errors."""
 
-    def __init__(self, api_token: str | None = None, url: str | None = None, *,
-                 timeout: float | httpx.Timeout | None = None,
-                 transport: httpx.BaseTransport | None = None) -> None:
+    def __init__(
+        self,
+        api_token: str | None = None,
+        url: str | None = None,
+        *,
+        timeout: float | httpx.Timeout | None = None,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
         url = url if url is not None else os.environ.get("PODSTACK_URL") or None
-        api_token = api_token if api_token is not None else (
-            os.environ.get("PODSTACK_API_TOKEN") or None
+        api_token = (
+            api_token if api_token is not None else (os.environ.get("PODSTACK_API_TOKEN") or None)
         )
         self.url = url.rstrip("/") if url else None
         self.embedded = self.url is None and transport is None
@@ -49,12 +55,21 @@ class BaseClient:
             base_url = "http://embedded"
         else:
             base_url = self.url or "http://embedded"
-        self._http = httpx.Client(base_url=base_url, headers=headers, transport=transport,
-                                  timeout=timeout or DEFAULT_TIMEOUT, follow_redirects=False)
+        self._http = httpx.Client(
+            base_url=base_url,
+            headers=headers,
+            transport=transport,
+            timeout=timeout or DEFAULT_TIMEOUT,
+            follow_redirects=False,
+        )
+        # Closes the embedded app (lifespan, DB pool, its event loop) when the client is
+        # garbage-collected or, at the latest, at interpreter exit via atexit -- while
+        # threads still run, unlike __del__ during finalisation, which could deadlock.
+        self._finalizer = weakref.finalize(self, self._http.close)
 
     # ------------------------------------------------------------------ lifecycle
     def close(self) -> None:
-        self._http.close()
+        self._finalizer()
 
     def __enter__(self) -> BaseClient:
         return self
@@ -62,16 +77,16 @@ class BaseClient:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def __del__(self) -> None:
-        try:
-            if getattr(self, "embedded", False):
-                self._http.close()
-        except Exception:
-            pass
-
     # ------------------------------------------------------------------ requests
-    def _request(self, method: str, path: str, *, json: Any = None,
-                 params: dict[str, Any] | None = None, **kw: Any) -> Any:
+    def _request(
+        self,
+        method: str,
+        path: str,
+        *,
+        json: Any = None,
+        params: dict[str, Any] | None = None,
+        **kw: Any,
+    ) -> Any:
         if params:
             params = {k: v for k, v in params.items() if v is not None}
         try:
@@ -103,8 +118,13 @@ class BaseClient:
             payload = resp.text
         return error_from_payload(resp.status_code, payload)
 
-    def _paginate(self, path: str, key: str, params: dict[str, Any] | None = None,
-                  max_items: int | None = None) -> Iterator[dict[str, Any]]:
+    def _paginate(
+        self,
+        path: str,
+        key: str,
+        params: dict[str, Any] | None = None,
+        max_items: int | None = None,
+    ) -> Iterator[dict[str, Any]]:
         """Follows next_page_token until exhausted (or max_items)."""
         params = dict(params or {})
         seen = 0

@@ -23,9 +23,13 @@ _CHANNEL_DEPTH = 4
 
 
 class _ResponseStream(httpx.SyncByteStream):
-    def __init__(self, portal: anyio.from_thread.BlockingPortal,
-                 receive: ObjectReceiveStream[dict[str, Any]], first: list[bytes],
-                 more: bool) -> None:
+    def __init__(
+        self,
+        portal: anyio.from_thread.BlockingPortal,
+        receive: ObjectReceiveStream[dict[str, Any]],
+        first: list[bytes],
+        more: bool,
+    ) -> None:
         self._portal = portal
         self._receive = receive
         self._first = first
@@ -55,19 +59,45 @@ class EmbeddedTransport(httpx.BaseTransport):
     def __init__(self, app: Any) -> None:
         self.app = app
         self._lock = threading.Lock()
-        self._portal_cm: AbstractContextManager[anyio.from_thread.BlockingPortal] | None = None
+        self._thread: threading.Thread | None = None
         self._portal: anyio.from_thread.BlockingPortal | None = None
         self._lifespan: AbstractContextManager[Any] | None = None
 
     def _ensure_started(self) -> anyio.from_thread.BlockingPortal:
         with self._lock:
             if self._portal is None:
-                self._portal_cm = anyio.from_thread.start_blocking_portal()
-                self._portal = self._portal_cm.__enter__()
+                self._portal = self._start_loop()
                 lifespan = self.app.router.lifespan_context(self.app)
                 self._lifespan = self._portal.wrap_async_context_manager(lifespan)
                 self._lifespan.__enter__()
             return self._portal
+
+    def _start_loop(self) -> anyio.from_thread.BlockingPortal:
+        """Runs the private event loop in a *daemon* thread: a script that never closes its
+        client must still exit (anyio's start_blocking_portal uses a non-daemon thread,
+        which the interpreter would wait for forever)."""
+        ready = threading.Event()
+        holder: dict[str, Any] = {}
+
+        async def serve() -> None:
+            async with anyio.from_thread.BlockingPortal() as portal:
+                holder["portal"] = portal
+                ready.set()
+                await portal.sleep_until_stopped()
+
+        def run() -> None:
+            try:
+                anyio.run(serve)
+            except BaseException as exc:  # surfaced to the caller below
+                holder["error"] = exc
+                ready.set()
+
+        self._thread = threading.Thread(target=run, name="podstack-embedded", daemon=True)
+        self._thread.start()
+        ready.wait()
+        if "error" in holder:
+            raise holder["error"]
+        return holder["portal"]
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         portal = self._ensure_started()
@@ -139,12 +169,14 @@ class EmbeddedTransport(httpx.BaseTransport):
 
     def close(self) -> None:
         with self._lock:
-            if self._portal is not None:
-                try:
-                    if self._lifespan is not None:
-                        self._lifespan.__exit__(None, None, None)
-                finally:
-                    assert self._portal_cm is not None
-                    self._portal_cm.__exit__(None, None, None)
-                    self._portal = None
-                    self._lifespan = None
+            if self._portal is None:
+                return
+            portal, self._portal = self._portal, None
+            try:
+                if self._lifespan is not None:
+                    self._lifespan.__exit__(None, None, None)
+            finally:
+                self._lifespan = None
+                portal.call(portal.stop)
+                if self._thread is not None:
+                    self._thread.join(timeout=10)

@@ -1,0 +1,1 @@
+"""Benchmarks (``make bench``); each module or package here exposes ``main(args) -> dict``."""
