@@ -52,3 +52,17 @@ bench: dev
 
 clean:
 	rm -rf $(VENV) .pytest_cache build dist
+
+# Crash, load and replica runs with the long profile (32 clients for 90 s; wider replica races),
+# on PostgreSQL then SQLite, one test at a time so the load figures are the server's alone.
+# `make test` runs the same tests with the short profile. Figures: test-artifacts/reliability/.
+reliability: dev
+	bash scripts/ensure-test-deps.sh
+	PODSTACK_TEST_DB=postgresql PODSTACK_RELIABILITY_PROFILE=long $(BIN)/pytest -n 0 -q -m reliability $(PYTEST_ARGS)
+	PODSTACK_TEST_DB=sqlite PODSTACK_RELIABILITY_PROFILE=long $(BIN)/pytest -n 0 -q -m reliability $(PYTEST_ARGS)
+
+# PNGs of the main UI pages, filled by `podstack demo` in a temporary home, into docs/screenshots/
+# (needs Debian's chromium; scripts/ensure-test-deps.sh installs it).
+screenshots: dev
+	bash scripts/ensure-test-deps.sh
+	$(BIN)/python scripts/screenshots.py

@@ -4,7 +4,18 @@ from __future__ import annotations
 
 import typer
 
-from podstack.cli import backup, db, server, tokens, users
+from podstack.cli import (
+    approvals,
+    backup,
+    db,
+    demo,
+    deployments,
+    registry,
+    schedules,
+    server,
+    tokens,
+    users,
+)
 from podstack.cli.common import PodstackGroup
 
 app = typer.Typer(
@@ -19,6 +30,18 @@ app.command("server")(server.serve)
 app.add_typer(db.app, name="db")
 app.add_typer(users.app, name="users")
 app.add_typer(tokens.app, name="tokens")
+app.add_typer(schedules.app, name="schedules")
 app.command("backup")(backup.backup)
 app.command("restore")(backup.restore)
 app.command("verify-backup")(backup.verify_backup)
+app.command("demo")(demo.demo)
+app.add_typer(registry.models_app, name="models")
+app.add_typer(registry.versions_app, name="versions")
+app.add_typer(registry.aliases_app, name="aliases")
+app.command("download")(registry.download)
+app.command("gc")(registry.gc)
+app.add_typer(approvals.app, name="approvals")
+app.add_typer(approvals.policies_app, name="policies")
+app.add_typer(approvals.groups_app, name="groups")
+app.add_typer(approvals.webhooks_app, name="webhooks")
+app.add_typer(deployments.app, name="deployments")

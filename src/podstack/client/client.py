@@ -3,12 +3,27 @@
 from __future__ import annotations
 
 from podstack.client.admin import AdminAPI
+from podstack.client.approvals import ApprovalsAPI
 from podstack.client.artifacts import ArtifactsAPI
 from podstack.client.base import BaseClient
+from podstack.client.deployments import DeploymentsAPI
+from podstack.client.notifications import NotificationsAPI
+from podstack.client.registry import RegistryAPI
+from podstack.client.schedules import SchedulesAPI
 from podstack.client.tracking import TrackingAPI
 
 
-class MLOpsClient(TrackingAPI, ArtifactsAPI, AdminAPI, BaseClient):
+class MLOpsClient(
+    TrackingAPI,
+    ArtifactsAPI,
+    ApprovalsAPI,
+    RegistryAPI,
+    DeploymentsAPI,
+    NotificationsAPI,
+    SchedulesAPI,
+    AdminAPI,
+    BaseClient,
+):
     """Client for Podstack MLOps.
 
     ``MLOpsClient(api_token=None, url=None)``: ``url`` falls back to ``PODSTACK_URL`` and

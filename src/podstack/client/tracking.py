@@ -67,6 +67,27 @@ class ActiveRun:
     def log_artifacts(self, local_dir: str, artifact_path: str | None = None) -> Any:
         return self._client.log_artifact(self.id, local_dir, artifact_path)
 
+    def log_model(
+        self,
+        model: Any,
+        artifact_path: str = "model",
+        *,
+        input_example: Any = None,
+        format: str | None = None,
+    ) -> Any:
+        """Saves ``model`` (scikit-learn, PyTorch or ONNX) as a servable MLmodel directory
+        under ``artifact_path``; see ``podstack.client.models_io``."""
+        from podstack.client.models_io import log_model
+
+        return log_model(
+            self._client,
+            self.id,
+            model,
+            artifact_path,
+            input_example=input_example,
+            format=format,
+        )
+
     def log_dataset(
         self,
         name: str,

@@ -36,6 +36,8 @@ from podstack.server.db.session import Database
 from podstack.server.errors import install_error_handlers
 from podstack.server.middleware import (
     BodyLimitMiddleware,
+    CatchAllMiddleware,
+    HeaderLimitMiddleware,
     MetricsMiddleware,
     SecurityHeadersMiddleware,
 )
@@ -158,6 +160,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return settings.max_body_bytes
 
     # Outermost last: metrics see every response, including 413s from the limit.
+    # Innermost: unexpected errors become a 500 JSON that still passes through the others.
+    app.add_middleware(CatchAllMiddleware)
     app.add_middleware(
         SessionMiddleware,
         secret_key=_session_secret(settings),
@@ -167,7 +171,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         https_only=settings.secure_cookies,
     )
     app.add_middleware(BodyLimitMiddleware, limit_for=limit_for)
+    app.add_middleware(HeaderLimitMiddleware)
     app.add_middleware(SecurityHeadersMiddleware)
-    app.add_middleware(MetricsMiddleware, registry=app.state.metrics_registry,
-                       api_prefix=API_PREFIX)
+    app.add_middleware(
+        MetricsMiddleware, registry=app.state.metrics_registry, api_prefix=API_PREFIX
+    )
     return app

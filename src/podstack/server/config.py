@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -47,6 +48,36 @@ class Settings(BaseSettings):
     smtp_username: str | None = None
     smtp_password: str | None = None
     smtp_starttls: bool = False
+    # Scheduled training (issue 6). PODSTACK_URL handed to jobs is public_url when set, else
+    # http://127.0.0.1:<port> (the server as seen from the same host).
+    scheduler_tick_seconds: float = 5.0
+    # A tick reached later than this is a misfire (server down or overloaded)...
+    scheduler_misfire_threshold_seconds: int = 60
+    # ...and with the default policy the latest missed tick still runs if it is at most this
+    # old (schedules may set their own window).
+    scheduler_misfire_grace_seconds: int = 3600
+    # A local job's claim lasts this long and its server renews it every tick; a claim that
+    # ran out means that server died, so the execution is marked failed.
+    scheduler_lease_seconds: int = 120
+    # SIGTERM first, SIGKILL to the job's process group if it is still alive after this.
+    scheduler_kill_grace_seconds: float = 10.0
+    scheduler_webhook_timeout_seconds: float = 10.0
+    # Starting a job (webhook POST, Kubernetes submit) is retried on transient errors.
+    scheduler_max_start_attempts: int = 3
+    kubernetes_namespace: str = "default"
+    # GPU type -> extended resource name and node selector for Kubernetes jobs. JSON in env.
+    kubernetes_gpu_types: dict[str, dict[str, Any]] = Field(
+        default_factory=lambda: {
+            name: {"resource": "nvidia.com/gpu", "node_selector": {"nvidia.com/gpu.product": p}}
+            for name, p in (
+                ("T4", "Tesla-T4"),
+                ("L4", "NVIDIA-L4"),
+                ("A10G", "NVIDIA-A10G"),
+                ("A100", "NVIDIA-A100-SXM4-80GB"),
+                ("H100", "NVIDIA-H100-80GB-HBM3"),
+            )
+        }
+    )
 
     @model_validator(mode="after")
     def _fill_paths(self) -> Settings:

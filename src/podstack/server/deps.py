@@ -8,6 +8,7 @@ so the commit has happened before the response is acknowledged.
 
 from __future__ import annotations
 
+import hmac
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -16,13 +17,20 @@ from typing import Annotated, Any
 from fastapi import Depends, Request
 from sqlalchemy.orm import Session
 
-from podstack.errors import Unauthenticated
+from podstack.errors import PermissionDenied, Unauthenticated
 from podstack.server.auth import service as auth_service
 from podstack.server.auth.principal import LOCAL_ADMIN, Principal
 from podstack.server.config import Settings
 from podstack.server.db.session import Database
 
 SESSION_COOKIE_USER = "uid"
+SESSION_TOKEN_ID = "tok"  # set when the browser signed in by pasting an API token
+# The UI keeps a per-session CSRF token under this key (see web/core.py). API calls that
+# authenticate with the session cookie instead of a bearer token must echo it in this header
+# for anything but reads, so a cross-site request can never ride on a signed-in browser.
+CSRF_SESSION_KEY = "csrf"
+CSRF_HEADER = "x-csrf-token"
+_SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
 @dataclass
@@ -75,14 +83,32 @@ def authenticate(request: Request) -> Principal:
     db: Database = state.db
     if token is not None:
         with db.session() as s:
-            return auth_service.authenticate_token(s, token)
+            principal = auth_service.authenticate_token(s, token)
+        # Here, not per endpoint, so no route (API or UI) can forget it.
+        principal.require_path_in_scope(request.url.path)
+        return principal
     session = request.scope.get("session")
     if session and session.get(SESSION_COOKIE_USER) is not None:
         from podstack.server.auth.models import User
 
         with db.session(readonly=True) as s:
             user = s.get(User, session[SESSION_COOKIE_USER])
+            token_id = session.get(SESSION_TOKEN_ID)
+            if token_id is not None and not auth_service.token_is_active(s, token_id):
+                session.clear()
+                raise Unauthenticated("The API token this browser session signed in with was "
+                                      "revoked or has expired; sign in again.")
             if user is not None and not user.disabled:
+                # UI routes check the token themselves (form field or header, web/core.py).
+                if request.method not in _SAFE_METHODS and request.url.path.startswith("/api/"):
+                    expected = session.get(CSRF_SESSION_KEY)
+                    sent = request.headers.get(CSRF_HEADER)
+                    if not expected or not sent or not hmac.compare_digest(expected, sent):
+                        raise PermissionDenied(
+                            "Missing or wrong CSRF token: browser-session API calls that "
+                            f"change data must send the {CSRF_HEADER} header.",
+                            {"reason": "csrf"},
+                        )
                 return auth_service.principal_for_user(user)
     raise Unauthenticated(
         "Authentication required: send 'Authorization: Bearer <token>' "

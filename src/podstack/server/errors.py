@@ -29,8 +29,13 @@ _STATUS_CODES = {
 }
 
 
-def error_response(status: int, code: str, message: str, details: dict[str, Any] | None = None,
-                   headers: dict[str, str] | None = None) -> JSONResponse:
+def error_response(
+    status: int,
+    code: str,
+    message: str,
+    details: dict[str, Any] | None = None,
+    headers: dict[str, str] | None = None,
+) -> JSONResponse:
     return JSONResponse(
         {"error": {"code": code, "message": message, "details": details or {}}},
         status_code=status,
@@ -56,13 +61,18 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
         errors = list(exc.errors())
         if any(e.get("type") == "json_invalid" for e in errors):
-            return error_response(400, "BAD_REQUEST", "Request body is not valid JSON.",
-                                  {"errors": _clean_validation_errors(errors)})
+            return error_response(
+                400,
+                "BAD_REQUEST",
+                "Request body is not valid JSON.",
+                {"errors": _clean_validation_errors(errors)},
+            )
         cleaned = _clean_validation_errors(errors)
         first = cleaned[0] if cleaned else {"field": "", "message": "invalid"}
         where = first["field"].removeprefix("body.") or "request"
-        return error_response(422, "VALIDATION_ERROR", f"Invalid {where}: {first['message']}",
-                              {"errors": cleaned})
+        return error_response(
+            422, "VALIDATION_ERROR", f"Invalid {where}: {first['message']}", {"errors": cleaned}
+        )
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:

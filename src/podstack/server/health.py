@@ -25,18 +25,24 @@ def readyz(request: Request) -> Response:
             conn.execute(text("SELECT 1"))
         at_head = migrate.is_at_head(db.engine)
     except Exception as exc:  # any failure means "not ready", with the reason
-        return error_response(503, "SERVICE_UNAVAILABLE", "Database unreachable.",
-                              {"reason": type(exc).__name__})
+        return error_response(
+            503, "SERVICE_UNAVAILABLE", "Database unreachable.", {"reason": type(exc).__name__}
+        )
     if not at_head:
-        return error_response(503, "SERVICE_UNAVAILABLE",
-                              "Database schema is not at the latest migration; run "
-                              "`podstack db upgrade`.",
-                              {"current": sorted(migrate.current_revisions(db.engine)),
-                               "head": sorted(migrate.head_revisions())})
+        return error_response(
+            503,
+            "SERVICE_UNAVAILABLE",
+            "Database schema is not at the latest migration; run `podstack db upgrade`.",
+            {
+                "current": sorted(migrate.current_revisions(db.engine)),
+                "head": sorted(migrate.head_revisions()),
+            },
+        )
     return Response('{"status":"ready"}', media_type="application/json")
 
 
 @router.get("/metrics", include_in_schema=False)
 def metrics(request: Request) -> Response:
-    return Response(generate_latest(request.app.state.metrics_registry),
-                    media_type=CONTENT_TYPE_LATEST)
+    return Response(
+        generate_latest(request.app.state.metrics_registry), media_type=CONTENT_TYPE_LATEST
+    )

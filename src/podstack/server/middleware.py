@@ -6,16 +6,23 @@ Pure ASGI (not BaseHTTPMiddleware) so streamed artifact bodies pass through unto
 from __future__ import annotations
 
 import json
+import logging
 import time
 from collections.abc import Callable
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
+from podstack.errors import PayloadTooLarge
+
 Scope = dict[str, Any]
 Receive = Callable[[], Any]
 Send = Callable[[dict[str, Any]], Any]
 ASGIApp = Callable[[Scope, Receive, Send], Any]
+log = logging.getLogger("podstack.server")
+# Request headers above this, all together, are refused with 431. uvicorn's httptools parser
+# has no bound of its own (a 16 MB header was accepted); browsers and SDKs send a few KiB.
+MAX_HEADER_BYTES = 64 * 1024
 
 
 def _human(n: int) -> str:
@@ -27,25 +34,82 @@ def _human(n: int) -> str:
 
 
 async def _send_error(
-    send: Send, status: int, code: str, message: str, details: dict[str, Any]
+    send: Send,
+    status: int,
+    code: str,
+    message: str,
+    details: dict[str, Any],
+    *,
+    close: bool = True,
 ) -> None:
     body = json.dumps({"error": {"code": code, "message": message, "details": details}}).encode()
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [
-                (b"content-type", b"application/json"),
-                (b"content-length", str(len(body)).encode()),
-                (b"connection", b"close"),
-            ],
-        }
-    )
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode()),
+    ]
+    if close:
+        headers.append((b"connection", b"close"))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
 
 
-class _TooLarge(Exception):
-    pass
+class CatchAllMiddleware:
+    """An unexpected exception becomes the 500 error JSON here, and the connection stays usable.
+
+    Left to Starlette, the 500 is sent and then the exception is re-raised to the server, which
+    drops the connection: the client's *next* request on that keep-alive connection failed with
+    "connection reset by peer" (seen under concurrent load), on top of the 500.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def tracking_send(msg: dict[str, Any]) -> None:
+            nonlocal started
+            if msg["type"] == "http.response.start":
+                started = True
+            await send(msg)
+
+        try:
+            await self.app(scope, receive, tracking_send)
+        except Exception:
+            if started:
+                raise  # part of a response is out: only closing the connection can tell
+            log.exception("unhandled error on %s %s", scope.get("method"), scope.get("path"))
+            await _send_error(send, 500, "INTERNAL", "Internal server error.", {}, close=False)
+
+
+class HeaderLimitMiddleware:
+    """Refuses requests whose headers exceed ``MAX_HEADER_BYTES`` with 431."""
+
+    def __init__(self, app: ASGIApp, limit: int = MAX_HEADER_BYTES) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            size = sum(len(k) + len(v) + 4 for k, v in scope.get("headers", []))
+            if size > self.limit:
+                await _send_error(
+                    send,
+                    431,
+                    "REQUEST_HEADERS_TOO_LARGE",
+                    f"Request headers total {size} bytes; the limit is {self.limit} bytes.",
+                    {"limit_bytes": self.limit},
+                )
+                return
+        await self.app(scope, receive, send)
+
+
+class _TooLarge(PayloadTooLarge):
+    """Raised from ``receive`` mid-stream. A PodstackError, so wherever the app lets it
+    surface (its own error handler, or here) the caller gets the same 413 with the limit."""
 
 
 class BodyLimitMiddleware:
@@ -74,18 +138,27 @@ class BodyLimitMiddleware:
                     return
         received = 0
         started = False
+        answered = False
 
         async def limited_receive() -> dict[str, Any]:
-            nonlocal received
+            nonlocal received, answered
             msg = await receive()
             if msg["type"] == "http.request":
                 received += len(msg.get("body", b""))
                 if received > limit:
-                    raise _TooLarge
+                    if not started and not answered:
+                        # Answer 413 now: FastAPI turns any exception raised while it reads a
+                        # body it parses into a 400 "error parsing the body", which would hide
+                        # the limit. Whatever the app answers after this is dropped.
+                        answered = True
+                        await _send_error(send, 413, "PAYLOAD_TOO_LARGE", message, details)
+                    raise _TooLarge(message, details)
             return msg
 
         async def tracking_send(msg: dict[str, Any]) -> None:
             nonlocal started
+            if answered:
+                return
             if msg["type"] == "http.response.start":
                 started = True
             await send(msg)
@@ -93,7 +166,7 @@ class BodyLimitMiddleware:
         try:
             await self.app(scope, limited_receive, tracking_send)
         except _TooLarge:
-            if not started:
+            if not started and not answered:
                 await _send_error(send, 413, "PAYLOAD_TOO_LARGE", message, details)
 
 
@@ -136,9 +209,12 @@ class MetricsMiddleware:
         finally:
             route = scope.get("route")
             template = getattr(route, "path", None) or "unmatched"
-            if (self.api_prefix and template != "unmatched"
-                    and scope["path"].startswith(self.api_prefix)
-                    and not template.startswith(self.api_prefix)):
+            if (
+                self.api_prefix
+                and template != "unmatched"
+                and scope["path"].startswith(self.api_prefix)
+                and not template.startswith(self.api_prefix)
+            ):
                 template = self.api_prefix + template
             self.requests.labels(scope["method"], template, str(status)).inc()
             self.latency.labels(scope["method"], template).observe(time.perf_counter() - start)

@@ -258,3 +258,20 @@ def test_listing_across_batches_and_pages(db: Database) -> None:
         assert paged == full
         rec, _ = service.list_artifacts(s, run_id, recursive=True, limit=1000)
         assert [e.path for e in rec] == sorted(files)
+
+
+def test_dedup_refreshes_blob_age_so_gc_grace_protects_it(tmp_path: Path) -> None:
+    """A re-upload of old, unreferenced content is about to be referenced: gc's grace period
+    (based on mtime) must see it as fresh, or gc could delete it under the new row."""
+    import os
+    import time
+
+    from podstack.server.artifacts.store import BlobStore
+
+    store = BlobStore(tmp_path)
+    blob = store.put_iter([b"same bytes"])
+    path = store.path_for(blob.sha256)
+    old = time.time() - 7 * 24 * 3600
+    os.utime(path, (old, old))
+    assert store.put_iter([b"same bytes"]).sha256 == blob.sha256
+    assert path.stat().st_mtime > time.time() - 60

@@ -13,9 +13,7 @@ from podstack.server.db.base import Base, UTCDateTime, utcnow
 class ArtifactFile(Base):
     __tablename__ = "artifact_files"
 
-    run_id: Mapped[str] = mapped_column(
-        ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True
-    )
+    run_id: Mapped[str] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True)
     # Relative POSIX path inside the run's artifact tree, validated by artifacts.paths.
     path: Mapped[str] = mapped_column(Text, primary_key=True)
     size: Mapped[int] = mapped_column(BigInteger)

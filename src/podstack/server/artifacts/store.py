@@ -9,8 +9,10 @@ against the name. Memory use is one chunk, whatever the file size.
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import tempfile
+import time
 from collections.abc import AsyncIterator, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +20,11 @@ from pathlib import Path
 from podstack.errors import IntegrityError, NotFound, PayloadTooLarge
 
 CHUNK = 1024 * 1024
+# An upload cut off by a crash (SIGKILL, power loss) leaves its temp file behind. A live upload
+# writes its file at every chunk, so one untouched for this long belongs to no live upload,
+# whichever replica started it: opening the store removes those and nothing younger.
+TMP_GRACE_SECONDS = 6 * 3600
+log = logging.getLogger("podstack.server.artifacts")
 
 
 @dataclass(frozen=True)
@@ -60,6 +67,9 @@ class _Writer:
         final = self.store.path_for(digest)
         if final.exists():
             self.tmp.unlink(missing_ok=True)  # dedup: same content already stored
+            # Refresh its age: `podstack gc` only reclaims unreferenced blobs older than a
+            # grace period, and this one is about to be referenced by a new row.
+            os.utime(final)
         else:
             final.parent.mkdir(parents=True, exist_ok=True)
             os.replace(self.tmp, final)
@@ -88,6 +98,23 @@ class BlobStore:
         self.tmp_dir = self.root / "tmp"
         self.blobs.mkdir(parents=True, exist_ok=True)
         self.tmp_dir.mkdir(parents=True, exist_ok=True)
+        self.sweep_tmp()
+
+    def sweep_tmp(self, older_than_seconds: float = TMP_GRACE_SECONDS) -> int:
+        """Deletes temp files of uploads nobody has written to for ``older_than_seconds``
+        (left by a crash); returns how many. Safe while other replicas upload."""
+        cutoff = time.time() - older_than_seconds
+        removed = 0
+        for entry in os.scandir(self.tmp_dir):
+            try:
+                if entry.is_file(follow_symlinks=False) and entry.stat().st_mtime < cutoff:
+                    os.unlink(entry.path)
+                    removed += 1
+            except FileNotFoundError:
+                pass  # another replica swept it first
+        if removed:
+            log.info("removed %d stale temp file(s) of interrupted uploads", removed)
+        return removed
 
     def path_for(self, sha256: str) -> Path:
         if len(sha256) != 64 or any(c not in "0123456789abcdef" for c in sha256):
@@ -97,8 +124,13 @@ class BlobStore:
     def exists(self, sha256: str) -> bool:
         return self.path_for(sha256).exists()
 
-    def put_iter(self, chunks: Iterable[bytes], *, expected_sha256: str | None = None,
-                 max_bytes: int | None = None) -> StoredBlob:
+    def put_iter(
+        self,
+        chunks: Iterable[bytes],
+        *,
+        expected_sha256: str | None = None,
+        max_bytes: int | None = None,
+    ) -> StoredBlob:
         w = _Writer(self, max_bytes)
         try:
             for chunk in chunks:
@@ -108,8 +140,13 @@ class BlobStore:
             raise
         return w.commit(expected_sha256)
 
-    async def put_async(self, chunks: AsyncIterator[bytes], *, expected_sha256: str | None = None,
-                        max_bytes: int | None = None) -> StoredBlob:
+    async def put_async(
+        self,
+        chunks: AsyncIterator[bytes],
+        *,
+        expected_sha256: str | None = None,
+        max_bytes: int | None = None,
+    ) -> StoredBlob:
         import anyio.to_thread
 
         w = _Writer(self, max_bytes)

@@ -18,9 +18,7 @@ def _scrub(data: dict[str, Any] | None) -> dict[str, Any] | None:
     """Never let a secret reach the audit table, whatever a caller passes."""
     if data is None:
         return None
-    return {
-        k: ("***" if any(s in k.lower() for s in _SECRET_KEYS) else v) for k, v in data.items()
-    }
+    return {k: ("***" if any(s in k.lower() for s in _SECRET_KEYS) else v) for k, v in data.items()}
 
 
 def record(

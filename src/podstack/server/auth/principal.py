@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from podstack.errors import PermissionDenied
 
 ROLES = ("viewer", "editor", "admin")
+API_PREFIX = "/api/v1"
 _RANK = {r: i for i, r in enumerate(ROLES)}
 
 
@@ -18,6 +19,9 @@ class Principal:
     # "run:<id>" for tokens handed to a scheduled job: they may only write to that run.
     scope: str | None = None
     via: str = "token"  # token | session | local
+    # The API token that authenticated this caller (also kept by UI sessions signed in with
+    # a pasted token, so revoking the token ends those sessions too).
+    token_id: int | None = None
 
     def has_role(self, role: str) -> bool:
         return _RANK[self.role] >= _RANK[role]
@@ -36,6 +40,27 @@ class Principal:
                 f"This token is limited to {self.scope[4:]} and cannot change {run_id}.",
                 {"scope": self.scope},
             )
+
+    def require_path_in_scope(self, path: str) -> None:
+        """A scoped token may do nothing beyond its scope. ``run:<id>`` (the token a scheduled
+        job gets) reaches only that run's endpoints, ``/api/v1/runs/<id>`` and below, plus
+        ``/api/v1/me``: not other runs, not new runs, not the registry, not admin. Any other
+        scope kind is refused everywhere (fail closed)."""
+        if not self.scope:
+            return
+        kind, _, value = self.scope.partition(":")
+        rel = path.removeprefix(API_PREFIX)
+        segments = rel.split("/")
+        if kind == "run" and value and "." not in segments and ".." not in segments:
+            own = f"/runs/{value}"
+            if rel in ("/me", own) or rel.startswith(own + "/"):
+                return
+        raise PermissionDenied(
+            f"This token is limited to {self.scope} and can only be used on "
+            + (f"{API_PREFIX}/runs/{value}/…" if kind == "run" else "nothing")
+            + f"; {path} is outside that scope.",
+            {"scope": self.scope, "path": path},
+        )
 
 
 LOCAL_ADMIN = Principal(username="local", role="admin", via="local")

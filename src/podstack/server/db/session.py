@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -10,19 +11,24 @@ from typing import Any
 
 from sqlalchemy import create_engine, event
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import DataError, DBAPIError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
-from podstack.errors import ServiceUnavailable
+from podstack.errors import ServiceUnavailable, ValidationFailed
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+log = logging.getLogger("podstack.server.db")
 
 
 def make_engine(url: str, *, pool_size: int = 10) -> Engine:
     if url.startswith("sqlite"):
         path = url.split("///", 1)[1] if "///" in url else ""
-        if path and path != ":memory:":
-            Path(path).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        if not path or path == ":memory:":
+            # In-memory databases live in one connection; SQLAlchemy picks a pool for that.
+            engine = create_engine(url, connect_args={"check_same_thread": False})
+            _configure_sqlite(engine)
+            return engine
+        Path(path).expanduser().parent.mkdir(parents=True, exist_ok=True)
         engine = create_engine(
             url,
             connect_args={"check_same_thread": False, "timeout": SQLITE_BUSY_TIMEOUT_MS / 1000},
@@ -88,11 +94,32 @@ class Database:
                 session.rollback()
             else:
                 session.commit()
+        except DataError as exc:
+            session.rollback()
+            # The database refused a value the request carried (PostgreSQL: a NUL character
+            # in text, a number out of range): the caller's input, so a 422 saying which
+            # problem, never a 500. The driver's first line names it without the SQL.
+            reason = str(exc.orig).splitlines()[0] if exc.orig is not None else "invalid value"
+            raise ValidationFailed(
+                f"The database refused a value in this request: {reason}.",
+                {"reason": reason},
+            ) from exc
         except (OperationalError, DBAPIError) as exc:
             session.rollback()
             if _is_connection_problem(exc):
                 raise ServiceUnavailable(
                     "The database is unavailable; retry shortly.",
+                    {"reason": type(exc.orig).__name__ if exc.orig else "unknown"},
+                ) from exc
+            if _is_transient_conflict(exc):
+                # The database aborted this transaction to let a concurrent one through
+                # (deadlock, serialization failure, lock wait timeout): nothing was written
+                # and the same request can simply be retried. Logged, so operators can see
+                # lock-order problems without a 500 reaching clients.
+                log.warning("transaction aborted by the database: %s", str(exc.orig)[:300])
+                raise ServiceUnavailable(
+                    "The database aborted this request to resolve a conflict with a concurrent "
+                    "one; nothing was changed. Retry it.",
                     {"reason": type(exc.orig).__name__ if exc.orig else "unknown"},
                 ) from exc
             raise
@@ -106,12 +133,29 @@ class Database:
         self.engine.dispose()
 
 
+# SQLSTATEs of transactions PostgreSQL aborts so that others can proceed.
+_TRANSIENT_SQLSTATES = ("40001", "40P01", "55P03")  # serialization, deadlock, lock timeout
+
+
+def _is_transient_conflict(exc: DBAPIError) -> bool:
+    if getattr(exc.orig, "sqlstate", None) in _TRANSIENT_SQLSTATES:
+        return True
+    # SQLite: a writer waited out the whole busy timeout.
+    return isinstance(exc.orig, sqlite3.OperationalError) and "database is locked" in str(exc.orig)
+
+
 def _is_connection_problem(exc: DBAPIError) -> bool:
     if exc.connection_invalidated:
         return True
     text = str(exc.orig).lower() if exc.orig is not None else ""
     return any(
         s in text
-        for s in ("connection refused", "server closed the connection", "terminating connection",
-                  "could not connect", "connection is closed", "the database system is")
+        for s in (
+            "connection refused",
+            "server closed the connection",
+            "terminating connection",
+            "could not connect",
+            "connection is closed",
+            "the database system is",
+        )
     )

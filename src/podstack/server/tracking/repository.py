@@ -131,13 +131,17 @@ def delete_tag(s: Session, run_id: str, key: str) -> int:
 
 
 def insert_metrics(s: Session, rows: list[dict[str, Any]]) -> None:
-    # executemany through SQLAlchemy's insertmanyvalues: one round trip per ~1000 rows.
-    s.execute(insert(Metric), rows)
+    # A Core executemany on the table, not the ORM bulk path (insert(Metric)): same SQL, but it
+    # skips the ORM's per-row bookkeeping: ~8 -> ~5.7 ms CPU per 1,000 rows on SQLite (issue 8).
+    s.execute(Metric.__table__.insert(), rows)
 
 
 def upsert_latest(s: Session, rows: list[dict[str, Any]]) -> None:
     """Keeps latest_metrics at the highest step (latest timestamp on ties) per key."""
-    ins = _insert_for(s, LatestMetric).values(rows)
+    # Rows go as executemany parameters, not baked in with .values(rows): a multi-row VALUES
+    # statement has no cache key, so SQLAlchemy compiled it afresh on every request (~2 ms of
+    # CPU per metrics request; issue 8). This shape compiles once. ``rows`` holds each key once.
+    ins = _insert_for(s, LatestMetric.__table__)
     newer = or_(
         ins.excluded.step > LatestMetric.step,
         and_(
@@ -153,7 +157,8 @@ def upsert_latest(s: Session, rows: list[dict[str, Any]]) -> None:
                 "timestamp": ins.excluded.timestamp,
             },
             where=newer,
-        )
+        ),
+        rows,
     )
 
 

@@ -11,8 +11,9 @@ connection = config.attributes.get("connection")
 if connection is None:  # pragma: no cover - only via `alembic` CLI by hand
     engine = config.attributes["engine"]
     with engine.begin() as conn:
-        context.configure(connection=conn, target_metadata=metadata,
-                          render_as_batch=conn.dialect.name == "sqlite")
+        context.configure(
+            connection=conn, target_metadata=metadata, render_as_batch=conn.dialect.name == "sqlite"
+        )
         with context.begin_transaction():
             context.run_migrations()
 else:

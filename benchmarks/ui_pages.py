@@ -1,0 +1,187 @@
+"""Server time of the main UI pages with 10,000 registered models.
+
+    python -m benchmarks.run ui_pages
+    python -m benchmarks.run ui_pages --quick          # 2,000 models
+    PODSTACK_BENCH_DATABASE_URL=postgresql+psycopg://postgres@127.0.0.1:5432/bench \
+        python -m benchmarks.run ui_pages               # an empty PostgreSQL database
+
+The store is filled through the registry and tracking services (10,000 models with labels,
+some with versions in every stage; one model with 60 versions from runs with metric curves).
+Pages are then requested in-process through the whole ASGI app (middleware, session, CSRF,
+templates), signed in as a user would be, so the time measured is the server's: no network,
+no browser. Reported per page: median, p95 and max over the repetitions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import tempfile
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+TOKEN = "pst_bench-ui-pages-0123456789abcdef"
+LABELS = ("nlp", "vision", "tabular", "speech", "recsys", "fraud", "churn", "ranking")
+STAGES = ("None", "Staging", "Production", "Archived")
+BIG = "big-model"
+
+
+def _fill(db: Any, store: Any, n_models: int, n_versions: int) -> dict[str, Any]:
+    from podstack.schemas import tracking as tsch
+    from podstack.server.artifacts import service as artifacts
+    from podstack.server.registry import service as registry
+    from podstack.server.tracking import service as tracking
+
+    actor = "bench"
+    t0 = time.perf_counter()
+    with db.session() as s:
+        run = tracking.create_run(s, actor, tsch.RunCreate(experiment_id="bench-exp"))
+        blob = store.put_iter([b"weights" * 1000])
+        artifacts.record_upload(s, actor, run.id, "model.pt", blob)
+        tracking.log_params(s, actor, run.id, {"lr": "0.001", "epochs": "10"})
+        tracking.log_metrics(
+            s,
+            actor,
+            run.id,
+            tsch.LogMetrics(
+                points=[
+                    tsch.MetricPoint(key=k, value=v, step=i)
+                    for i in range(200)
+                    for k, v in (("accuracy", 0.5 + i / 450), ("loss", 1 / (i + 1)))
+                ]
+            ),
+        )
+        source = run.id
+    batch = 500
+    for start in range(0, n_models, batch):
+        with db.session() as s:
+            for i in range(start, min(start + batch, n_models)):
+                name = f"model-{i:05d}"
+                registry.register_model(
+                    s,
+                    actor,
+                    name,
+                    f"Benchmark model {i} for the {LABELS[i % len(LABELS)]} team",
+                    [LABELS[i % len(LABELS)], LABELS[(i // 8) % len(LABELS)]],
+                )
+                if i % 50 == 0:  # 2% of models have versions, in every stage
+                    for k in range(4):
+                        registry.create_version(s, actor, name, source, "model.pt")
+                        if STAGES[k] != "None":
+                            registry.transition_stage(s, actor, name, k + 1, STAGES[k])
+    models_s = time.perf_counter() - t0
+    t1 = time.perf_counter()
+    with db.session() as s:
+        registry.register_model(s, actor, BIG, "The model the model/version pages load", ["nlp"])
+        for v in range(1, n_versions + 1):
+            run = tracking.create_run(s, actor, tsch.RunCreate(experiment_id="bench-exp"))
+            artifacts.record_upload(s, actor, run.id, "model.pt", blob)
+            tracking.log_params(s, actor, run.id, {"lr": str(0.001 * v), "epochs": "10"})
+            tracking.log_metrics(
+                s,
+                actor,
+                run.id,
+                tsch.LogMetrics(
+                    points=[
+                        tsch.MetricPoint(key=k, value=val, step=i)
+                        for i in range(100)
+                        for k, val in (
+                            ("accuracy", 0.5 + i / 250 + v / 1000),
+                            ("loss", 1 / (i + v)),
+                        )
+                    ]
+                ),
+            )
+            tracking.update_run(s, actor, run.id, tsch.RunUpdate(status=tsch.RunStatus.FINISHED))
+            registry.create_version(s, actor, BIG, run.id, "model.pt", description=f"v{v}")
+        registry.transition_stage(s, actor, BIG, n_versions - 1, "Production")
+        registry.transition_stage(s, actor, BIG, n_versions, "Staging")
+    return {
+        "fill_models_s": round(models_s, 1),
+        "fill_big_model_s": round(time.perf_counter() - t1, 1),
+    }
+
+
+def _measure(client: Any, path: str, reps: int) -> dict[str, float]:
+    client.get(path)  # warm: template compilation, connection pool
+    times = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        r = client.get(path)
+        times.append((time.perf_counter() - t0) * 1000)
+        if r.status_code != 200:
+            raise RuntimeError(f"{path} answered {r.status_code}: {r.text[:300]}")
+    times.sort()
+    return {
+        "median_ms": round(statistics.median(times), 1),
+        "p95_ms": round(times[max(0, int(len(times) * 0.95) - 1)], 1),
+        "max_ms": round(times[-1], 1),
+        "bytes": len(r.content),
+    }
+
+
+def main(args: argparse.Namespace) -> dict[str, Any]:
+    import re
+
+    from podstack.server.app import create_app
+    from podstack.server.config import Settings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # Starlette's TestClient warns about its httpx backend
+        from starlette.testclient import TestClient
+
+    quick = bool(getattr(args, "quick", False)) or os.environ.get("BENCH_QUICK") == "1"
+    n_models = 2_000 if quick else 10_000
+    n_versions = 20 if quick else 60
+    reps = 10 if quick else 30
+    with tempfile.TemporaryDirectory(prefix="podstack-bench-ui-") as tmp:
+        settings = Settings(
+            home=Path(tmp),
+            database_url=os.environ.get("PODSTACK_BENCH_DATABASE_URL", ""),
+            admin_token=TOKEN,
+            background_workers=False,
+            session_secret="bench",
+        )
+        app = create_app(settings)
+        with TestClient(app, base_url="http://bench") as client:
+            fill = _fill(app.state.db, app.state.store, n_models, n_versions)
+            login = client.get("/login")
+            csrf = re.search(r'name="csrf-token" content="([^"]+)"', login.text).group(1)  # type: ignore[union-attr]
+            client.post("/login", data={"password": TOKEN, "csrf_token": csrf})
+            mid = n_versions // 2
+            pages = {
+                "model_list": "/models",
+                "model_list_page_100": None,
+                "model_list_search": "/models?q=model+0999",
+                "model_list_stage_filter": "/models?stage=Production",
+                "model_list_label_filter": "/models?label=vision&label=speech",
+                "model_page": f"/models/{BIG}",
+                "version_overview": f"/models/{BIG}/versions/{mid}",
+                "version_artifacts": f"/models/{BIG}/versions/{mid}?tab=artifacts",
+                "version_metrics": f"/models/{BIG}/versions/{mid}?tab=metrics",
+                "version_lineage": f"/models/{BIG}/versions/{mid}?tab=lineage",
+                "compare_3_versions": f"/models/{BIG}/compare?v=1&v={mid}&v={n_versions}",
+            }
+            # A deep page: follow "next" links (keyset pagination stays flat).
+            path = "/models"
+            for _ in range(min(100, n_models // 50 - 1)):
+                html = client.get(path).text
+                nxt = re.search(r'href="(/models\?page_token=[^"]+)" rel="next"', html)
+                if nxt is None:
+                    break
+                path = nxt.group(1).replace("&amp;", "&")
+            pages["model_list_page_100"] = path
+            results = {name: _measure(client, p, reps) for name, p in pages.items() if p}
+    return {
+        "models": n_models,
+        "big_model_versions": n_versions,
+        "repetitions": reps,
+        "database": "postgresql" if settings.database_url.startswith("postgresql") else "sqlite",
+        "python": platform.python_version(),
+        **fill,
+        "pages": results,
+    }

@@ -1,0 +1,1 @@
+"""Deployments: serve registered model versions on a target (local processes or KServe)."""

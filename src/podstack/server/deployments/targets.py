@@ -1,0 +1,152 @@
+"""Deployment targets: where a deployment's model server runs.
+
+A target is configured by an admin (``PUT /api/v1/deployment-targets/<name>``) and built from
+that row each time it is needed. The built-in ``local`` target always exists (an admin may
+reconfigure it). Every kind implements the same small interface; the manager drives it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+from podstack.errors import ValidationFailed
+from podstack.server.artifacts.store import BlobStore
+from podstack.server.config import Settings
+
+LOCAL = "local"
+KUBERNETES = "kubernetes"
+KINDS = (LOCAL, KUBERNETES)
+MAX_REPLICAS = 100
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """Everything a target needs to run one version of a deployment."""
+
+    deployment_id: str
+    endpoint: str
+    model_name: str
+    version: int
+    version_id: int
+    format: str
+    files: list[tuple[str, str]]  # (path relative to the version root, sha256)
+    min_replicas: int
+    max_replicas: int
+    gpu_type: str | None
+    trusted: bool
+    signature: dict[str, Any] | None = None
+
+    def key(self) -> dict[str, Any]:
+        """What, when it changes, needs a new server."""
+        return {
+            "version_id": self.version_id,
+            "min_replicas": self.min_replicas,
+            "max_replicas": self.max_replicas,
+            "gpu_type": self.gpu_type,
+        }
+
+
+class StartFailed(Exception):
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+@dataclass
+class Probe:
+    ok: bool
+    latency_ms: float | None
+    message: str
+    # Target facts learnt while probing (e.g. the InferenceService URL).
+    updates: dict[str, Any] = field(default_factory=dict)
+
+
+class Target:
+    kind: ClassVar[str]
+
+    def __init__(self, name: str, config: dict[str, Any], settings: Settings, store: BlobStore):
+        self.name = name
+        self.config = dict(config)
+        self.settings = settings
+        self.store = store
+
+    @property
+    def trusted(self) -> bool:
+        return bool(self.config.get("trusted_formats", False))
+
+    def gpu_types(self) -> list[str]:
+        raise NotImplementedError
+
+    def validate(self, gpu_type: str | None, min_replicas: int, max_replicas: int) -> str | None:
+        """Checks the request against what this target offers; returns the canonical
+        ``gpu_type`` (None for CPU)."""
+        if min_replicas < 0 or max_replicas < 1 or max_replicas > MAX_REPLICAS:
+            raise ValidationFailed(
+                f"Replicas out of range: min_replicas must be >= 0 and max_replicas between 1 "
+                f"and {MAX_REPLICAS} (got min_replicas={min_replicas}, "
+                f"max_replicas={max_replicas}).",
+                {"min_replicas": min_replicas, "max_replicas": max_replicas},
+            )
+        if min_replicas > max_replicas:
+            raise ValidationFailed(
+                f"min_replicas ({min_replicas}) cannot be greater than max_replicas "
+                f"({max_replicas}).",
+                {"min_replicas": min_replicas, "max_replicas": max_replicas},
+            )
+        if gpu_type is None or gpu_type.lower() == "cpu":
+            return None
+        offered = self.gpu_types()
+        for g in offered:
+            if g.lower() == gpu_type.lower():
+                return None if g == "cpu" else g
+        raise ValidationFailed(
+            f"Target {self.name!r} does not offer GPU type {gpu_type!r}. It offers: "
+            f"{', '.join(offered)}.",
+            {"gpu_type": gpu_type, "target": self.name, "offered": offered},
+        )
+
+    # Runtime operations (blocking; called by the manager outside any transaction).
+    def start(self, spec: RunSpec) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def stop(self, runtime: dict[str, Any]) -> None:
+        raise NotImplementedError
+
+    def alive(self, runtime: dict[str, Any]) -> bool:
+        raise NotImplementedError
+
+    def probe(self, runtime: dict[str, Any]) -> Probe:
+        raise NotImplementedError
+
+    def base_url(self, runtime: dict[str, Any]) -> str | None:
+        """Where the Open Inference Protocol of this runtime answers (for the gateway)."""
+        raise NotImplementedError
+
+    def public_url(self, endpoint: str, runtime: dict[str, Any] | None) -> str | None:
+        """The endpoint URL users see, when the target has its own (None: the gateway)."""
+        return None
+
+    def describe(self) -> dict[str, Any]:
+        return {"gpu_types": self.gpu_types(), "trusted_formats": self.trusted}
+
+
+def work_dir(settings: Settings) -> Path:
+    return Path(settings.home) / "deployments"
+
+
+def build(
+    name: str, kind: str, config: dict[str, Any], settings: Settings, store: BlobStore
+) -> Target:
+    if kind == LOCAL:
+        from podstack.server.deployments.local import LocalTarget
+
+        return LocalTarget(name, config, settings, store)
+    if kind == KUBERNETES:
+        from podstack.server.deployments.kubernetes import KubernetesTarget
+
+        return KubernetesTarget(name, config, settings, store)
+    raise ValidationFailed(
+        f"Unknown target kind {kind!r}; use one of {', '.join(KINDS)}.", {"kind": kind}
+    )

@@ -1,0 +1,162 @@
+"""Every notifications query lives here."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+
+from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy.orm import Session
+
+from podstack.server.auth.models import User
+from podstack.server.notifications.models import (
+    EmailMessage,
+    Notification,
+    Webhook,
+    WebhookAttempt,
+    WebhookDelivery,
+)
+
+# ---------------------------------------------------------------- in-app
+
+
+def active_users(s: Session, usernames: Sequence[str]) -> list[User]:
+    if not usernames:
+        return []
+    q = select(User).where(User.username.in_(list(usernames)), User.disabled.is_(False))
+    return list(s.scalars(q.order_by(User.username)))
+
+
+def list_notifications(
+    s: Session, user_id: int, *, unread_only: bool, limit: int, before_id: int | None
+) -> Sequence[Notification]:
+    q = select(Notification).where(Notification.user_id == user_id)
+    if unread_only:
+        q = q.where(Notification.read_at.is_(None))
+    if before_id is not None:
+        q = q.where(Notification.id < before_id)
+    return s.scalars(q.order_by(Notification.id.desc()).limit(limit + 1)).all()
+
+
+def unread_count(s: Session, user_id: int) -> int:
+    q = select(func.count()).where(Notification.user_id == user_id, Notification.read_at.is_(None))
+    return s.scalar(q) or 0
+
+
+def mark_read(s: Session, user_id: int, ids: Sequence[int] | None, at: datetime) -> int:
+    stmt = update(Notification).where(
+        Notification.user_id == user_id, Notification.read_at.is_(None)
+    )
+    if ids is not None:
+        stmt = stmt.where(Notification.id.in_(list(ids)))
+    return s.execute(stmt.values(read_at=at)).rowcount or 0  # type: ignore[attr-defined]
+
+
+# ---------------------------------------------------------------- webhooks
+
+
+def enabled_webhooks(s: Session) -> Sequence[Webhook]:
+    return s.scalars(select(Webhook).where(Webhook.enabled.is_(True))).all()
+
+
+def list_webhooks(s: Session) -> Sequence[Webhook]:
+    return s.scalars(select(Webhook).order_by(Webhook.created_at, Webhook.id)).all()
+
+
+def list_deliveries(
+    s: Session,
+    webhook_id: str,
+    *,
+    status: str | None,
+    limit: int,
+    after: list[str] | None,
+) -> Sequence[WebhookDelivery]:
+    """Newest first; keyset on (created_at, id)."""
+    q = select(WebhookDelivery).where(WebhookDelivery.webhook_id == webhook_id)
+    if status:
+        q = q.where(WebhookDelivery.status == status)
+    if after:
+        at = datetime.fromisoformat(after[0])
+        q = q.where(
+            or_(
+                WebhookDelivery.created_at < at,
+                and_(WebhookDelivery.created_at == at, WebhookDelivery.id < after[1]),
+            )
+        )
+    order = (WebhookDelivery.created_at.desc(), WebhookDelivery.id.desc())
+    return s.scalars(q.order_by(*order).limit(limit + 1)).all()
+
+
+def attempts_of(s: Session, delivery_ids: Sequence[str]) -> dict[str, list[WebhookAttempt]]:
+    out: dict[str, list[WebhookAttempt]] = {d: [] for d in delivery_ids}
+    if not delivery_ids:
+        return out
+    q = (
+        select(WebhookAttempt)
+        .where(WebhookAttempt.delivery_id.in_(list(delivery_ids)))
+        .order_by(WebhookAttempt.delivery_id, WebhookAttempt.attempt, WebhookAttempt.id)
+    )
+    for a in s.scalars(q):
+        out[a.delivery_id].append(a)
+    return out
+
+
+def due_deliveries(
+    s: Session, now: datetime, limit: int, *, only_id: str | None = None
+) -> list[tuple[WebhookDelivery, Webhook]]:
+    """Pending rows whose time has come and that nobody holds. On PostgreSQL rows another
+    worker is claiming right now are skipped rather than waited for (SKIP LOCKED); on SQLite
+    the write transaction (BEGIN IMMEDIATE) already serialises claimers."""
+    q = (
+        select(WebhookDelivery, Webhook)
+        .join(Webhook, Webhook.id == WebhookDelivery.webhook_id)
+        .where(
+            WebhookDelivery.status == "pending",
+            or_(WebhookDelivery.claimed_until.is_(None), WebhookDelivery.claimed_until < now),
+        )
+    )
+    if only_id is not None:
+        q = q.where(WebhookDelivery.id == only_id)
+    else:
+        q = q.where(WebhookDelivery.next_attempt_at <= now, Webhook.enabled.is_(True))
+    q = q.order_by(WebhookDelivery.next_attempt_at, WebhookDelivery.id).limit(limit)
+    if s.get_bind().dialect.name == "postgresql":
+        q = q.with_for_update(skip_locked=True, of=WebhookDelivery)
+    return [(d, w) for d, w in s.execute(q).all()]
+
+
+# ---------------------------------------------------------------- email
+
+
+def due_emails(s: Session, now: datetime, limit: int) -> Sequence[EmailMessage]:
+    q = (
+        select(EmailMessage)
+        .where(
+            EmailMessage.status == "pending",
+            EmailMessage.next_attempt_at <= now,
+            or_(EmailMessage.claimed_until.is_(None), EmailMessage.claimed_until < now),
+        )
+        .order_by(EmailMessage.next_attempt_at, EmailMessage.id)
+        .limit(limit)
+    )
+    if s.get_bind().dialect.name == "postgresql":
+        q = q.with_for_update(skip_locked=True)
+    return s.scalars(q).all()
+
+
+def list_emails(
+    s: Session, *, status: str | None, limit: int, after: list[str] | None
+) -> Sequence[EmailMessage]:
+    q = select(EmailMessage)
+    if status:
+        q = q.where(EmailMessage.status == status)
+    if after:
+        at = datetime.fromisoformat(after[0])
+        q = q.where(
+            or_(
+                EmailMessage.created_at < at,
+                and_(EmailMessage.created_at == at, EmailMessage.id < after[1]),
+            )
+        )
+    order = (EmailMessage.created_at.desc(), EmailMessage.id.desc())
+    return s.scalars(q.order_by(*order).limit(limit + 1)).all()

@@ -1,0 +1,410 @@
+"""Every registry query lives here."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import and_, delete, exists, func, or_, select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.orm import Session, aliased
+
+from podstack.server.registry.models import (
+    AliasHistory,
+    ModelAlias,
+    ModelLabel,
+    ModelVersion,
+    RegisteredModel,
+    StageTransition,
+    VersionFile,
+    VersionMetric,
+    VersionTag,
+)
+
+
+def _insert_for(s: Session, model: Any) -> Any:
+    return (pg_insert if s.get_bind().dialect.name == "postgresql" else sqlite_insert)(model)
+
+
+def _escape_like(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+# ---------------------------------------------------------------- models
+
+
+def get_model(s: Session, name: str, *, for_update: bool = False) -> RegisteredModel | None:
+    q = select(RegisteredModel).where(RegisteredModel.name == name)
+    if for_update:
+        # PostgreSQL: serialises version creation per model. SQLite: a no-op, writers are
+        # already serialised by BEGIN IMMEDIATE (db/session.py).
+        q = q.with_for_update()
+        return s.scalars(q.execution_options(populate_existing=True)).first()
+    return s.scalars(q).first()
+
+
+def models_by_ids(s: Session, ids: Iterable[int]) -> dict[int, RegisteredModel]:
+    ids = list(set(ids))
+    if not ids:
+        return {}
+    return {m.id: m for m in s.scalars(select(RegisteredModel).where(RegisteredModel.id.in_(ids)))}
+
+
+def labels_of(s: Session, model_ids: Sequence[int]) -> dict[int, list[str]]:
+    out: dict[int, list[str]] = {m: [] for m in model_ids}
+    if model_ids:
+        q = (
+            select(ModelLabel)
+            .where(ModelLabel.model_id.in_(list(model_ids)))
+            .order_by(ModelLabel.model_id, ModelLabel.label)
+        )
+        for row in s.scalars(q):
+            out[row.model_id].append(row.label)
+    return out
+
+
+def replace_labels(s: Session, model_id: int, labels: Sequence[str]) -> None:
+    s.execute(delete(ModelLabel).where(ModelLabel.model_id == model_id))
+    if labels:
+        s.add_all(ModelLabel(model_id=model_id, label=lab) for lab in labels)
+    s.flush()
+
+
+def search_models(
+    s: Session,
+    *,
+    q: str | None,
+    stage: str | None,
+    labels: Sequence[str],
+    order: str,
+    limit: int,
+    after: list[Any] | None,
+) -> Sequence[RegisteredModel]:
+    """``order``: "name" (A→Z, keyset on the unique name) or "updated" (newest first,
+    keyset on (updated_at, id))."""
+    stmt = select(RegisteredModel)
+    if q:
+        like = f"%{_escape_like(q.lower())}%"
+        stmt = stmt.where(
+            or_(
+                func.lower(RegisteredModel.name).like(like, escape="\\"),
+                func.lower(RegisteredModel.description).like(like, escape="\\"),
+            )
+        )
+    if stage:
+        stmt = stmt.where(
+            exists().where(ModelVersion.model_id == RegisteredModel.id, ModelVersion.stage == stage)
+        )
+    for label in labels:
+        stmt = stmt.where(
+            exists().where(ModelLabel.model_id == RegisteredModel.id, ModelLabel.label == label)
+        )
+    if order == "updated":
+        if after:
+            at, mid = after
+            stmt = stmt.where(
+                or_(
+                    RegisteredModel.updated_at < at,
+                    and_(RegisteredModel.updated_at == at, RegisteredModel.id < mid),
+                )
+            )
+        stmt = stmt.order_by(RegisteredModel.updated_at.desc(), RegisteredModel.id.desc())
+    else:
+        if after:
+            stmt = stmt.where(RegisteredModel.name > after[0])
+        stmt = stmt.order_by(RegisteredModel.name)
+    return s.scalars(stmt.limit(limit + 1)).all()
+
+
+# ---------------------------------------------------------------- versions
+
+
+def get_version(
+    s: Session, model_id: int, version: int, *, for_update: bool = False
+) -> ModelVersion | None:
+    q = select(ModelVersion).where(
+        ModelVersion.model_id == model_id, ModelVersion.version == version
+    )
+    if for_update:
+        q = q.with_for_update().execution_options(populate_existing=True)
+    return s.scalars(q).first()
+
+
+def versions_by_ids(s: Session, ids: Iterable[int]) -> dict[int, ModelVersion]:
+    ids = list(set(ids))
+    if not ids:
+        return {}
+    return {v.id: v for v in s.scalars(select(ModelVersion).where(ModelVersion.id.in_(ids)))}
+
+
+def list_versions(
+    s: Session, model_id: int, *, stage: str | None, limit: int, after: list[Any] | None
+) -> Sequence[ModelVersion]:
+    """Newest version first; keyset on the version number."""
+    q = select(ModelVersion).where(ModelVersion.model_id == model_id)
+    if stage:
+        q = q.where(ModelVersion.stage == stage)
+    if after:
+        q = q.where(ModelVersion.version < after[0])
+    return s.scalars(q.order_by(ModelVersion.version.desc()).limit(limit + 1)).all()
+
+
+def all_versions(s: Session, model_id: int) -> list[ModelVersion]:
+    q = select(ModelVersion).where(ModelVersion.model_id == model_id).order_by(ModelVersion.version)
+    return list(s.scalars(q))
+
+
+def versions_in_stage(s: Session, model_id: int, stage: str) -> list[ModelVersion]:
+    """Most recently moved into ``stage`` first (ties: higher version first)."""
+    q = (
+        select(ModelVersion)
+        .where(ModelVersion.model_id == model_id, ModelVersion.stage == stage)
+        .order_by(ModelVersion.stage_updated_at.desc(), ModelVersion.version.desc())
+    )
+    return list(s.scalars(q))
+
+
+def latest_and_stage_leaders(
+    s: Session, model_ids: Sequence[int], stage: str = "Production"
+) -> tuple[dict[int, ModelVersion], dict[int, ModelVersion]]:
+    """Per model: its highest version, and the version most recently moved into ``stage``.
+    One query for a whole page of models (the list view shows both)."""
+    if not model_ids:
+        return {}, {}
+    v2 = aliased(ModelVersion)
+    highest = (
+        select(func.max(v2.version)).where(v2.model_id == ModelVersion.model_id).scalar_subquery()
+    )
+    q = (
+        select(ModelVersion)
+        .where(
+            ModelVersion.model_id.in_(list(model_ids)),
+            or_(ModelVersion.stage == stage, ModelVersion.version == highest),
+        )
+        .order_by(ModelVersion.stage_updated_at, ModelVersion.version)
+    )
+    latest: dict[int, ModelVersion] = {}
+    leaders: dict[int, ModelVersion] = {}
+    for v in s.scalars(q):
+        if v.stage == stage:
+            leaders[v.model_id] = v  # later rows win: the most recent move into the stage
+        cur = latest.get(v.model_id)
+        if cur is None or v.version > cur.version:
+            latest[v.model_id] = v
+    return latest, leaders
+
+
+def highest_version(
+    s: Session, model_id: int, created_before: datetime | None = None
+) -> ModelVersion | None:
+    q = select(ModelVersion).where(ModelVersion.model_id == model_id)
+    if created_before is not None:
+        q = q.where(ModelVersion.created_at <= created_before)
+    return s.scalars(q.order_by(ModelVersion.version.desc()).limit(1)).first()
+
+
+def children_of(s: Session, version_id: int) -> list[ModelVersion]:
+    q = (
+        select(ModelVersion)
+        .where(ModelVersion.parent_version_id == version_id)
+        .order_by(ModelVersion.model_id, ModelVersion.version)
+    )
+    return list(s.scalars(q))
+
+
+def versions_of_runs(s: Session, run_ids: Sequence[str], limit: int = 10) -> list[ModelVersion]:
+    if not run_ids:
+        return []
+    q = select(ModelVersion).where(ModelVersion.source_run_id.in_(list(run_ids))).limit(limit)
+    return list(s.scalars(q))
+
+
+def tags_of(s: Session, version_ids: Sequence[int]) -> dict[int, dict[str, str]]:
+    out: dict[int, dict[str, str]] = {v: {} for v in version_ids}
+    if version_ids:
+        for t in s.scalars(select(VersionTag).where(VersionTag.version_id.in_(list(version_ids)))):
+            out[t.version_id][t.key] = t.value
+    return out
+
+
+def upsert_tags(s: Session, version_id: int, tags: dict[str, str]) -> None:
+    if not tags:
+        return
+    ins = _insert_for(s, VersionTag).values(
+        [{"version_id": version_id, "key": k, "value": v} for k, v in tags.items()]
+    )
+    s.execute(
+        ins.on_conflict_do_update(
+            index_elements=["version_id", "key"], set_={"value": ins.excluded.value}
+        )
+    )
+
+
+def delete_tag(s: Session, version_id: int, key: str) -> int:
+    stmt = delete(VersionTag).where(VersionTag.version_id == version_id, VersionTag.key == key)
+    return s.execute(stmt).rowcount
+
+
+def metrics_of(s: Session, version_ids: Sequence[int]) -> dict[int, dict[str, float]]:
+    out: dict[int, dict[str, float]] = {v: {} for v in version_ids}
+    if version_ids:
+        q = select(VersionMetric).where(VersionMetric.version_id.in_(list(version_ids)))
+        for m in s.scalars(q):
+            out[m.version_id][m.key] = math.nan if m.value is None else m.value
+    return out
+
+
+def upsert_metrics(s: Session, rows: list[dict[str, Any]]) -> None:
+    ins = _insert_for(s, VersionMetric).values(rows)
+    s.execute(
+        ins.on_conflict_do_update(
+            index_elements=["version_id", "key"],
+            set_={
+                "value": ins.excluded.value,
+                "logged_by": ins.excluded.logged_by,
+                "timestamp": ins.excluded.timestamp,
+            },
+        )
+    )
+
+
+def add_files(s: Session, version_id: int, files: list[tuple[str, int, str]]) -> None:
+    if files:
+        s.execute(
+            _insert_for(s, VersionFile),
+            [{"version_id": version_id, "path": p, "size": n, "sha256": h} for p, n, h in files],
+        )
+
+
+def files_of(s: Session, version_id: int) -> list[VersionFile]:
+    q = select(VersionFile).where(VersionFile.version_id == version_id).order_by(VersionFile.path)
+    return list(s.scalars(q))
+
+
+def get_file(s: Session, version_id: int, path: str) -> VersionFile | None:
+    return s.get(VersionFile, (version_id, path))
+
+
+def referenced_digests(s: Session) -> set[str]:
+    return set(s.scalars(select(VersionFile.sha256).distinct()))
+
+
+def delete_version(s: Session, mv: ModelVersion) -> None:
+    s.delete(mv)
+    s.flush()
+
+
+# ---------------------------------------------------------------- transitions
+
+
+def add_transition(s: Session, row: StageTransition) -> None:
+    s.add(row)
+
+
+def transitions_of_version(s: Session, version_id: int) -> list[StageTransition]:
+    q = (
+        select(StageTransition)
+        .where(StageTransition.version_id == version_id)
+        .order_by(StageTransition.at, StageTransition.id)
+    )
+    return list(s.scalars(q))
+
+
+def transitions_until(s: Session, model_id: int, until: datetime) -> list[StageTransition]:
+    q = (
+        select(StageTransition)
+        .where(StageTransition.model_id == model_id, StageTransition.at <= until)
+        .order_by(StageTransition.at, StageTransition.id)
+    )
+    return list(s.scalars(q))
+
+
+def versions_created_until(s: Session, model_id: int, until: datetime) -> list[ModelVersion]:
+    q = select(ModelVersion).where(
+        ModelVersion.model_id == model_id, ModelVersion.created_at <= until
+    )
+    return list(s.scalars(q))
+
+
+def model_transitions_page(
+    s: Session, model_id: int, limit: int, after: tuple[datetime, int] | None
+) -> list[StageTransition]:
+    q = select(StageTransition).where(StageTransition.model_id == model_id)
+    if after:
+        at, rid = after
+        q = q.where(
+            or_(StageTransition.at < at, and_(StageTransition.at == at, StageTransition.id < rid))
+        )
+    q = q.order_by(StageTransition.at.desc(), StageTransition.id.desc()).limit(limit)
+    return list(s.scalars(q))
+
+
+# ---------------------------------------------------------------- aliases
+
+
+def get_alias(s: Session, model_id: int, alias: str) -> ModelAlias | None:
+    return s.get(ModelAlias, (model_id, alias))
+
+
+def aliases_of_model(s: Session, model_id: int) -> list[ModelAlias]:
+    q = select(ModelAlias).where(ModelAlias.model_id == model_id).order_by(ModelAlias.alias)
+    return list(s.scalars(q))
+
+
+def aliases_of_versions(s: Session, version_ids: Sequence[int]) -> dict[int, list[str]]:
+    out: dict[int, list[str]] = {v: [] for v in version_ids}
+    if version_ids:
+        q = (
+            select(ModelAlias)
+            .where(ModelAlias.version_id.in_(list(version_ids)))
+            .order_by(ModelAlias.alias)
+        )
+        for a in s.scalars(q):
+            out[a.version_id].append(a.alias)
+    return out
+
+
+def aliases_pointing_at(s: Session, version_ids: Sequence[int]) -> list[ModelAlias]:
+    if not version_ids:
+        return []
+    q = select(ModelAlias).where(ModelAlias.version_id.in_(list(version_ids)))
+    return list(s.scalars(q.order_by(ModelAlias.alias)))
+
+
+def add_alias_history(s: Session, row: AliasHistory) -> None:
+    s.add(row)
+
+
+def alias_history(s: Session, model_id: int, alias: str) -> list[AliasHistory]:
+    q = (
+        select(AliasHistory)
+        .where(AliasHistory.model_id == model_id, AliasHistory.alias == alias)
+        .order_by(AliasHistory.id)
+    )
+    return list(s.scalars(q))
+
+
+def alias_state_at(s: Session, model_id: int, alias: str, at: datetime) -> AliasHistory | None:
+    q = (
+        select(AliasHistory)
+        .where(
+            AliasHistory.model_id == model_id, AliasHistory.alias == alias, AliasHistory.at <= at
+        )
+        .order_by(AliasHistory.at.desc(), AliasHistory.id.desc())
+        .limit(1)
+    )
+    return s.scalars(q).first()
+
+
+def model_alias_page(
+    s: Session, model_id: int, limit: int, after: tuple[datetime, int] | None
+) -> list[AliasHistory]:
+    q = select(AliasHistory).where(AliasHistory.model_id == model_id)
+    if after:
+        at, rid = after
+        q = q.where(or_(AliasHistory.at < at, and_(AliasHistory.at == at, AliasHistory.id < rid)))
+    q = q.order_by(AliasHistory.at.desc(), AliasHistory.id.desc()).limit(limit)
+    return list(s.scalars(q))

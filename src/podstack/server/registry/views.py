@@ -1,0 +1,511 @@
+"""Read models built from the registry's rows: the wire objects for models and versions
+(with their run's params and metrics), the model history, version comparison and lineage.
+
+No rule is decided here except how to read a metric's direction for comparisons
+(``higher_is_better``), which only comparisons use.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from podstack.errors import BadRequest, NotFound, ValidationFailed
+from podstack.schemas import registry as sch
+from podstack.server.pagination import clamp_limit, decode_token, encode_token
+from podstack.server.registry import hooks
+from podstack.server.registry import repository as repo
+from podstack.server.registry.models import ModelVersion, RegisteredModel
+from podstack.server.registry.service import get_model, get_version, resolve_in_model
+from podstack.server.tracking import service as tracking
+
+# ---------------------------------------------------------------- models and versions
+
+
+def _summary(mv: ModelVersion | None) -> sch.VersionSummary | None:
+    if mv is None:
+        return None
+    return sch.VersionSummary(version=mv.version, stage=mv.stage, created_at=mv.created_at)
+
+
+def model_views(
+    s: Session, models: Sequence[RegisteredModel], *, with_aliases: bool = False
+) -> list[sch.RegisteredModel]:
+    """Batched: a page of up to 1000 models costs two queries, not some per model."""
+    ids = [m.id for m in models]
+    labels = repo.labels_of(s, ids)
+    latest, prod = repo.latest_and_stage_leaders(s, ids, "Production")
+    out = []
+    for m in models:
+        aliases: dict[str, int] = {}
+        if with_aliases:
+            rows = repo.aliases_of_model(s, m.id)
+            by_id = repo.versions_by_ids(s, [a.version_id for a in rows])
+            aliases = {a.alias: by_id[a.version_id].version for a in rows}
+        out.append(
+            sch.RegisteredModel(
+                name=m.name,
+                description=m.description,
+                tags=labels[m.id],
+                created_by=m.created_by,
+                created_at=m.created_at,
+                updated_at=m.updated_at,
+                latest_version=_summary(latest.get(m.id)),
+                production_version=_summary(prod.get(m.id)),
+                aliases=aliases,
+            )
+        )
+    return out
+
+
+def model_view(s: Session, m: RegisteredModel) -> sch.RegisteredModel:
+    return model_views(s, [m], with_aliases=True)[0]
+
+
+def version_views(
+    s: Session, pairs: Sequence[tuple[RegisteredModel, ModelVersion]], *, detail: bool = False
+) -> list[sch.ModelVersion]:
+    ids = [mv.id for _, mv in pairs]
+    tags = repo.tags_of(s, ids)
+    metrics = repo.metrics_of(s, ids)
+    aliases = repo.aliases_of_versions(s, ids)
+    parents = repo.versions_by_ids(
+        s, [mv.parent_version_id for _, mv in pairs if mv.parent_version_id]
+    )
+    parent_models = repo.models_by_ids(s, (p.model_id for p in parents.values()))
+    out = []
+    for m, mv in pairs:
+        parent = parents.get(mv.parent_version_id) if mv.parent_version_id else None
+        view = sch.ModelVersion(
+            model_name=m.name,
+            version=mv.version,
+            stage=mv.stage,
+            description=mv.description,
+            source_run_id=mv.source_run_id,
+            artifact_path=mv.artifact_path,
+            created_by=mv.created_by,
+            created_at=mv.created_at,
+            updated_at=mv.updated_at,
+            stage_updated_at=mv.stage_updated_at,
+            parent=sch.ParentRef(
+                model_name=parent_models[parent.model_id].name, version=parent.version
+            )
+            if parent
+            else None,
+            tags=tags[mv.id],
+            validation_metrics=metrics[mv.id],
+            aliases=aliases[mv.id],
+        )
+        if detail:
+            view.files = [sch.VersionFile.model_validate(f) for f in repo.files_of(s, mv.id)]
+            view.source_run = source_run(s, mv.source_run_id)
+        out.append(view)
+    return out
+
+
+def version_view(s: Session, m: RegisteredModel, mv: ModelVersion) -> sch.ModelVersion:
+    return version_views(s, [(m, mv)], detail=True)[0]
+
+
+def source_run(s: Session, run_id: str) -> sch.SourceRun:
+    run = tracking.run_view(s, tracking.get_run(s, run_id))
+    try:
+        exp_name: str | None = tracking.get_experiment(s, run.experiment_id).name
+    except NotFound:
+        exp_name = None
+    return sch.SourceRun(
+        id=run.id,
+        name=run.name,
+        experiment_id=run.experiment_id,
+        experiment_name=exp_name,
+        status=run.status,
+        start_time=run.start_time,
+        end_time=run.end_time,
+        params=run.params,
+        metrics=run.metrics,
+        datasets=run.datasets,
+    )
+
+
+def transition_views(m: RegisteredModel, rows: Sequence[Any]) -> list[sch.StageTransition]:
+    return [
+        sch.StageTransition(
+            model_name=m.name,
+            version=t.version,
+            from_stage=t.from_stage,
+            to_stage=t.to_stage,
+            actor=t.actor,
+            at=t.at,
+            note=t.note,
+            request_id=t.request_id,
+        )
+        for t in rows
+    ]
+
+
+# ---------------------------------------------------------------- history
+
+
+def model_history(
+    s: Session, name: str, limit: int | None = None, page_token: str | None = None
+) -> tuple[list[sch.HistoryEntry], str | None]:
+    """Stage transitions and alias moves, newest first. Keyset over the merged stream ordered
+    by (at, kind, id) descending."""
+    m = get_model(s, name)
+    lim = clamp_limit(limit)
+    token = decode_token(page_token, 3)
+    t_after = a_after = None
+    if token:
+        try:
+            at, kind, rid = datetime.fromisoformat(str(token[0])), int(token[1]), int(token[2])
+        except (TypeError, ValueError):
+            raise BadRequest("Invalid page_token.", {"page_token": page_token})
+        # Within one timestamp stage rows come before alias rows (rank 1 > 0).
+        t_after = (at, rid) if kind == 1 else (at, -1)
+        a_after = (at, rid) if kind == 0 else (at, 2**62)
+    merged: list[tuple[tuple[datetime, int, int], sch.HistoryEntry]] = []
+    for t in repo.model_transitions_page(s, m.id, lim + 1, t_after):
+        merged.append(
+            (
+                (t.at, 1, t.id),
+                sch.HistoryEntry(
+                    type="stage",
+                    at=t.at,
+                    actor=t.actor,
+                    version=t.version,
+                    from_stage=t.from_stage,
+                    to_stage=t.to_stage,
+                    note=t.note,
+                    request_id=t.request_id,
+                ),
+            )
+        )
+    for a in repo.model_alias_page(s, m.id, lim + 1, a_after):
+        merged.append(
+            (
+                (a.at, 0, a.id),
+                sch.HistoryEntry(
+                    type="alias",
+                    at=a.at,
+                    actor=a.actor,
+                    version=a.version,
+                    alias=a.alias,
+                    alias_action=a.kind,
+                    previous_version=a.previous_version,
+                ),
+            )
+        )
+    merged.sort(key=lambda x: x[0], reverse=True)
+    page = merged[:lim]
+    next_token = None
+    if len(merged) > lim and page:
+        at, kind, rid = page[-1][0]
+        next_token = encode_token([at.isoformat(), kind, rid])
+    return [e for _, e in page], next_token
+
+
+# ---------------------------------------------------------------- compare
+
+# Metrics whose name says "smaller is better". Substrings for distinctive words, whole
+# name tokens for short abbreviations (so "mae" does not match "maestro_score").
+_LOWER_SUBSTRINGS = ("loss", "error", "latency", "perplexity", "duration", "distance")
+_LOWER_TOKENS = {
+    "err",
+    "mse",
+    "mae",
+    "rmse",
+    "mape",
+    "smape",
+    "rmsle",
+    "msle",
+    "wer",
+    "cer",
+    "ter",
+    "ppl",
+    "time",
+    "seconds",
+    "secs",
+    "ms",
+    "fpr",
+    "fnr",
+    "far",
+    "frr",
+    "eer",
+    "cost",
+    "bytes",
+    "mb",
+    "gb",
+    "size",
+    "memory",
+    "regret",
+    "brier",
+    "nll",
+    "logloss",
+    "hinge",
+}
+MAX_COMPARE = 20
+
+
+def higher_is_better(key: str, overrides: Mapping[str, bool] | None = None) -> bool:
+    """Whether a larger value of metric ``key`` is better: an explicit override wins, else
+    names mentioning loss/error/latency/mse/mae/rmse/time… are lower-is-better."""
+    if overrides and key in overrides:
+        return bool(overrides[key])
+    low = key.lower()
+    if any(w in low for w in _LOWER_SUBSTRINGS):
+        return False
+    tokens = set(re.split(r"[^a-z0-9]+", low))
+    return not (tokens & _LOWER_TOKENS)
+
+
+def _finite(v: float | None) -> bool:
+    return v is not None and math.isfinite(v)
+
+
+def _metric_rows(
+    keys: Sequence[str],
+    source: str,
+    numbers: list[int],
+    values: Mapping[int, Mapping[str, float]],
+    overrides: Mapping[str, bool] | None,
+) -> list[sch.MetricComparison]:
+    rows = []
+    base = numbers[0]
+    for key in keys:
+        hib = higher_is_better(key, overrides)
+        vals: dict[int, float | None] = {n: values[n].get(key) for n in numbers}
+        b = vals[base]
+        diffs: dict[int, float | None] = {
+            n: (v - b) if _finite(v) and _finite(b) else None  # type: ignore[operator]
+            for n, v in vals.items()
+        }
+        finite = [(v, n) for n, v in vals.items() if _finite(v)]
+        best = None
+        if finite:
+            pick = max if hib else min
+            best_value = pick(v for v, _ in finite)
+            best = next(n for n in numbers if vals[n] == best_value)
+        rows.append(
+            sch.MetricComparison(
+                key=key,
+                source=source,  # type: ignore[arg-type]
+                higher_is_better=hib,
+                values=vals,
+                differences=diffs,
+                best_version=best,
+            )
+        )
+    return rows
+
+
+def _downsample(points: list[Any], max_points: int) -> list[Any]:
+    """Evenly spaced points, always keeping the first and the last."""
+    if len(points) <= max_points:
+        return points
+    step = (len(points) - 1) / (max_points - 1)
+    return [points[round(i * step)] for i in range(max_points)]
+
+
+def compare_versions(
+    s: Session,
+    name: str,
+    versions: Sequence[Any],
+    *,
+    overrides: Mapping[str, bool] | None = None,
+    max_points: int = 500,
+) -> sch.VersionComparison:
+    """Side by side: training metrics (the run's final values) and validation metrics with
+    differences from the first version and the best version per metric; params split into
+    changed and unchanged; downsampled training metric histories for charts."""
+    m = get_model(s, name)
+    if not versions:
+        raise ValidationFailed("Give at least one version to compare.", {"versions": []})
+    if not 2 <= max_points <= 10_000:
+        raise ValidationFailed(
+            "max_points must be between 2 and 10000.", {"max_points": max_points}
+        )
+    picked: list[ModelVersion] = []
+    for ref in versions:
+        mv = resolve_in_model(s, m, ref)
+        if all(p.id != mv.id for p in picked):
+            picked.append(mv)
+    if len(picked) > MAX_COMPARE:
+        raise ValidationFailed(
+            f"Compare at most {MAX_COMPARE} versions at once ({len(picked)} given).",
+            {"versions": len(picked), "max": MAX_COMPARE},
+        )
+    numbers = [mv.version for mv in picked]
+    runs = {
+        r.id: r
+        for r in tracking.run_views(s, [tracking.get_run(s, mv.source_run_id) for mv in picked])
+    }
+    training = {mv.version: runs[mv.source_run_id].metrics for mv in picked}
+    params = {mv.version: runs[mv.source_run_id].params for mv in picked}
+    validation = repo.metrics_of(s, [mv.id for mv in picked])
+    validation_by_n = {mv.version: validation[mv.id] for mv in picked}
+
+    t_keys = sorted({k for d in training.values() for k in d})
+    v_keys = sorted({k for d in validation_by_n.values() for k in d})
+    metrics = _metric_rows(t_keys, "training", numbers, training, overrides)
+    metrics += _metric_rows(v_keys, "validation", numbers, validation_by_n, overrides)
+
+    changed: list[sch.ParamComparison] = []
+    unchanged: dict[str, str] = {}
+    for key in sorted({k for d in params.values() for k in d}):
+        vals = {n: params[n].get(key) for n in numbers}
+        if len(set(vals.values())) == 1 and vals[numbers[0]] is not None:
+            unchanged[key] = vals[numbers[0]]  # type: ignore[assignment]
+        else:
+            changed.append(sch.ParamComparison(key=key, values=vals))
+
+    histories: dict[str, dict[int, sch.MetricSeries]] = {}
+    for key in t_keys:
+        per_version: dict[int, sch.MetricSeries] = {}
+        for mv in picked:
+            if key not in training[mv.version]:
+                continue
+            rows, _ = tracking.metric_history(s, mv.source_run_id, key, limit=100_000)
+            pts = _downsample(list(rows), max_points)
+            per_version[mv.version] = sch.MetricSeries(
+                steps=[p.step for p in pts],
+                values=[math.nan if p.value is None else p.value for p in pts],
+            )
+        histories[key] = per_version
+
+    views = version_views(s, [(m, mv) for mv in picked])
+    return sch.VersionComparison(
+        model_name=m.name,
+        baseline=numbers[0],
+        versions=views,
+        metrics=metrics,
+        changed_params=changed,
+        unchanged_params=unchanged,
+        histories=histories,
+    )
+
+
+# ---------------------------------------------------------------- lineage
+
+_MAX_ANCESTORS = 25
+
+
+def _version_node(m_name: str, mv: ModelVersion) -> sch.LineageNode:
+    return sch.LineageNode(
+        id=f"model_version:{m_name}/{mv.version}",
+        type="model_version",
+        label=f"{m_name} v{mv.version}",
+        data={
+            "model_name": m_name,
+            "version": mv.version,
+            "stage": mv.stage,
+            "source_run_id": mv.source_run_id,
+            "artifact_path": mv.artifact_path,
+            "created_at": mv.created_at.isoformat(),
+        },
+    )
+
+
+def lineage(s: Session, name: str, version: Any) -> sch.LineageGraph:
+    """Experiment -> run (with its params and datasets) -> this version; the chain of versions
+    it was fine-tuned from, the versions fine-tuned from it, and whatever registered
+    contributors add downstream (deployments)."""
+    m, mv = get_version(s, name, version)
+    root = _version_node(m.name, mv)
+    nodes: dict[str, sch.LineageNode] = {root.id: root}
+    edges: list[sch.LineageEdge] = []
+
+    def add(node: sch.LineageNode) -> str:
+        nodes.setdefault(node.id, node)
+        return node.id
+
+    run = source_run(s, mv.source_run_id)
+    run_id = add(
+        sch.LineageNode(
+            id=f"run:{run.id}",
+            type="run",
+            label=run.name or run.id,
+            data={
+                "run_id": run.id,
+                "status": run.status.value,
+                "start_time": run.start_time.isoformat(),
+                "end_time": run.end_time.isoformat() if run.end_time else None,
+                "metrics": {k: (v if math.isfinite(v) else str(v)) for k, v in run.metrics.items()},
+            },
+        )
+    )
+    edges.append(sch.LineageEdge(source=run_id, target=root.id, relation="produced"))
+    exp_id = add(
+        sch.LineageNode(
+            id=f"experiment:{run.experiment_id}",
+            type="experiment",
+            label=run.experiment_name or run.experiment_id,
+            data={"experiment_id": run.experiment_id, "name": run.experiment_name},
+        )
+    )
+    edges.append(sch.LineageEdge(source=exp_id, target=run_id, relation="contains"))
+    if run.params:
+        pid = add(
+            sch.LineageNode(
+                id=f"params:{run.id}",
+                type="params",
+                label=f"{len(run.params)} params",
+                data={"params": run.params},
+            )
+        )
+        edges.append(sch.LineageEdge(source=pid, target=run_id, relation="configured"))
+    for i, ds in enumerate(run.datasets):
+        did = add(
+            sch.LineageNode(
+                id=f"dataset:{run.id}:{i}",
+                type="dataset",
+                label=ds.name,
+                data={
+                    "name": ds.name,
+                    "source_uri": ds.source_uri,
+                    "digest": ds.digest,
+                    "context": ds.context,
+                },
+            )
+        )
+        edges.append(sch.LineageEdge(source=did, target=run_id, relation=ds.context or "input"))
+
+    # Ancestors: the fine-tuning chain up to its base model (bounded against cycles).
+    child = mv
+    for _ in range(_MAX_ANCESTORS):
+        if child.parent_version_id is None:
+            break
+        parent = repo.versions_by_ids(s, [child.parent_version_id]).get(child.parent_version_id)
+        if parent is None:
+            break
+        pm = repo.models_by_ids(s, [parent.model_id])[parent.model_id]
+        pnode = _version_node(pm.name, parent)
+        if pnode.id in nodes:
+            break
+        add(pnode)
+        child_id = (
+            f"model_version:{m.name if child is mv else _model_name(s, child)}/{child.version}"
+        )
+        edges.append(sch.LineageEdge(source=pnode.id, target=child_id, relation="fine_tuned_into"))
+        child = parent
+    for kid in repo.children_of(s, mv.id):
+        km = repo.models_by_ids(s, [kid.model_id])[kid.model_id]
+        kid_id = add(_version_node(km.name, kid))
+        edges.append(sch.LineageEdge(source=root.id, target=kid_id, relation="fine_tuned_into"))
+
+    for contribute in hooks.LINEAGE_CONTRIBUTORS:
+        extra = contribute(s, m, mv)
+        if extra:
+            more_nodes, more_edges = extra
+            for n in more_nodes:
+                add(n)
+            edges.extend(more_edges)
+    return sch.LineageGraph(root=root.id, nodes=list(nodes.values()), edges=edges)
+
+
+def _model_name(s: Session, mv: ModelVersion) -> str:
+    return repo.models_by_ids(s, [mv.model_id])[mv.model_id].name

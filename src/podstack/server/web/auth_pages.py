@@ -1,0 +1,229 @@
+"""Sign in / sign out and the API tokens page."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Form, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+
+from podstack.errors import PodstackError, Unauthenticated
+from podstack.schemas.auth import TokenOut
+from podstack.server.auth import service as auth_service
+from podstack.server.deps import SESSION_COOKIE_USER, SESSION_TOKEN_ID, authenticate
+from podstack.server.web.core import (
+    ViewerAction,
+    ViewerPage,
+    WebCtx,
+    WebRoute,
+    base_context,
+    csrf_protect,
+    csrf_token,
+    flash,
+    form_errors,
+    pop_flashes,
+    render_template,
+    safe_next,
+)
+
+router = APIRouter(route_class=WebRoute, include_in_schema=False)
+
+
+def _login_page(
+    request: Request, *, next_url: str, username: str = "", error: str | None = None, status: int
+) -> HTMLResponse:
+    ctx = base_context(request, None)
+    ctx.update(
+        next=next_url,
+        username=username,
+        errors={"_form": error} if error else {},
+        flashes=pop_flashes(request),
+    )
+    return HTMLResponse(render_template("auth/login.html", **ctx), status_code=status)
+
+
+@router.get("/login")
+def login_form(request: Request, next: str = "") -> Response:
+    target = safe_next(next)
+    try:
+        authenticate(request)
+    except Unauthenticated:
+        return _login_page(request, next_url=target, status=200)
+    return RedirectResponse(target, status_code=303)
+
+
+def _sign_in(request: Request, username: str, secret: str) -> tuple[int, int | None]:
+    """The user id for a username + password, or for an API token pasted as the password
+    (the first-start admin has only a token). Failed password attempts count towards the
+    lockout, so the session is committed even when sign-in is refused."""
+    state = request.app.state
+    settings = state.settings
+    failure: Unauthenticated | None = None
+    user_id: int | None = None
+    token_id: int | None = None
+    with state.db.session() as s:
+        principal = None
+        if secret:
+            try:
+                principal = auth_service.authenticate_token(s, secret)
+            except Unauthenticated as exc:
+                # An unknown token is most likely a password; a known-but-dead one is news.
+                if exc.message != "Invalid API token.":
+                    failure = exc
+        if principal is not None:
+            if principal.scope:
+                failure = Unauthenticated(
+                    "This token is limited to a single run and cannot sign in to the web UI."
+                )
+            elif username and username != principal.username:
+                failure = Unauthenticated("Wrong username or password.")
+            else:
+                user_id = principal.user_id
+                token_id = principal.token_id
+        elif failure is None:
+            if not username:
+                failure = Unauthenticated(
+                    "Enter your username and password, or paste an API token."
+                )
+            else:
+                try:
+                    user = auth_service.authenticate_password(
+                        s,
+                        username,
+                        secret,
+                        max_failures=settings.login_max_failures,
+                        lockout_seconds=settings.login_lockout_seconds,
+                    )
+                    user_id = user.id
+                except Unauthenticated as exc:
+                    failure = exc
+    if failure is not None or user_id is None:
+        raise failure or Unauthenticated("Wrong username or password.")
+    return user_id, token_id
+
+
+@router.post("/login")
+def login_submit(
+    request: Request,
+    _csrf: Annotated[None, Depends(csrf_protect)],
+    username: Annotated[str, Form()] = "",
+    password: Annotated[str, Form()] = "",
+    next: Annotated[str, Form()] = "",
+) -> Response:
+    target = safe_next(next)
+    username = username.strip()
+    try:
+        user_id, token_id = _sign_in(request, username, password)
+    except Unauthenticated as exc:
+        return _login_page(
+            request, next_url=target, username=username, error=exc.message, status=401
+        )
+    # A fresh session (and CSRF token) on every sign-in.
+    request.session.clear()
+    request.session[SESSION_COOKIE_USER] = user_id
+    if token_id is not None:
+        request.session[SESSION_TOKEN_ID] = token_id
+    csrf_token(request)
+    return RedirectResponse(target, status_code=303)
+
+
+@router.post("/logout")
+def logout(request: Request, _csrf: Annotated[None, Depends(csrf_protect)]) -> Response:
+    request.session.clear()
+    flash(request, "You have signed out.")
+    return RedirectResponse("/login", status_code=303)
+
+
+# ---------------------------------------------------------------- API tokens
+
+
+def _tokens(ctx: WebCtx, show_all: bool) -> list[TokenOut]:
+    # With authentication off there is no user account: show everyone's tokens.
+    all_users = (show_all and ctx.is_admin) or ctx.principal.user_id is None
+    with ctx.read() as s:
+        rows = auth_service.visible_tokens(s, ctx.principal, all_users=all_users)
+        return [TokenOut.model_validate(t) for t in reversed(rows)]
+
+
+def _tokens_page(
+    ctx: WebCtx,
+    *,
+    show_all: bool,
+    created: dict[str, str] | None = None,
+    errors: dict[str, str] | None = None,
+    form: dict[str, str] | None = None,
+    status: int = 200,
+) -> Response:
+    template = "auth/_tokens_panel.html" if ctx.htmx else "auth/tokens.html"
+    return ctx.render(
+        template,
+        status_code=status,
+        # The token value is shown once: never let a cache keep the page that holds it.
+        headers={"Cache-Control": "no-store"},
+        section="tokens",
+        partial=ctx.htmx,
+        tokens=_tokens(ctx, show_all),
+        show_all=show_all and ctx.is_admin,
+        created=created,
+        errors=errors or {},
+        form=form or {"name": "", "expires_in_days": "90"},
+    )
+
+
+@router.get("/settings/tokens")
+def tokens_page(ctx: ViewerPage, all: bool = False) -> Response:
+    return _tokens_page(ctx, show_all=all)
+
+
+EXPIRY_CHOICES = ("30", "90", "365", "never")
+
+
+@router.post("/settings/tokens")
+def create_token(
+    ctx: ViewerAction,
+    name: Annotated[str, Form()] = "",
+    expires_in_days: Annotated[str, Form()] = "90",
+    all: Annotated[bool, Form()] = False,
+) -> Response:
+    form = {"name": name, "expires_in_days": expires_in_days}
+    name = name.strip()
+    if expires_in_days not in EXPIRY_CHOICES:
+        return _tokens_page(
+            ctx,
+            show_all=all,
+            errors={"expires_in_days": "Choose 30, 90 or 365 days, or never."},
+            form=form,
+            status=422,
+        )
+    if not name:
+        return _tokens_page(
+            ctx,
+            show_all=all,
+            errors={"name": "Give the token a name, e.g. the machine or job that will use it."},
+            form=form,
+            status=422,
+        )
+    days = None if expires_in_days == "never" else int(expires_in_days)
+    try:
+        with ctx.write() as s:
+            issued = auth_service.issue_token(
+                s,
+                ctx.principal,
+                name,
+                username=None if ctx.principal.user_id is not None else "admin",
+                expires_in_days=days,
+            )
+            created = {"name": issued.token.name, "value": issued.value}
+    except PodstackError as exc:
+        return _tokens_page(
+            ctx, show_all=all, errors=form_errors(exc, "name"), form=form, status=exc.status
+        )
+    return _tokens_page(ctx, show_all=all, created=created)
+
+
+@router.post("/settings/tokens/{token_id}/revoke")
+def revoke_token(ctx: ViewerAction, token_id: int) -> Response:
+    with ctx.write() as s:
+        tok = auth_service.revoke_token(s, ctx.principal, token_id)
+        name = tok.name
+    return ctx.redirect("/settings/tokens", f"Token “{name}” revoked.")
