@@ -1,12 +1,31 @@
+"""Autogenerate an Alembic revision against a scratch database (developer tool).
+
+usage: python scripts/gen_migration.py <db-url> <rev-id> "<message>" <down-revision|none>
+The database is first upgraded to the current heads, so the new revision holds only the
+difference between the ORM models and the schema.
+"""
+
+from __future__ import annotations
+
 import sys
+
 from alembic import command
-from podstack.server.db.session import make_engine
+
 from podstack.server.db.migrate import alembic_config
-url, rev, msg, down = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4]
-eng = make_engine(url)
-cfg = alembic_config(eng)
-with eng.begin() as conn:
-    cfg.attributes["connection"] = conn
-    if down != "none":
-        command.upgrade(cfg, "heads")
-    command.revision(cfg, message=msg, autogenerate=True, rev_id=rev, head=(down if down!="none" else "base"))
+from podstack.server.db.session import make_engine
+
+
+def main() -> None:
+    url, rev, msg, down = sys.argv[1:5]
+    engine = make_engine(url)
+    cfg = alembic_config(engine)
+    with engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        if down != "none":
+            command.upgrade(cfg, "heads")
+        head = down if down != "none" else "base"
+        command.revision(cfg, message=msg, autogenerate=True, rev_id=rev, head=head)
+
+
+if __name__ == "__main__":
+    main()

@@ -87,6 +87,22 @@ def database_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         yield f"sqlite:///{path}"
 
 
+@pytest.fixture
+def scratch_database_url(tmp_path: Path) -> Iterator[str]:
+    """A new, empty database of the kind under test (for migration and restore tests)."""
+    if current_db_kind() != "postgresql":
+        yield f"sqlite:///{tmp_path / 'scratch.db'}"
+        return
+    name = f"podstack_scratch_{uuid.uuid4().hex[:8]}"
+    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as c:
+        c.execute(text(f'CREATE DATABASE "{name}"'))
+    yield PG_ADMIN_URL.rsplit("/", 1)[0] + "/" + name
+    with admin.connect() as c:
+        c.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
 @pytest.fixture(scope="session")
 def home(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("home")
@@ -113,19 +129,42 @@ def db(settings: Settings) -> Iterator[Database]:
     database.dispose()
 
 
+_WIPE_SQL: dict[str, str] = {}
+
+
 def _wipe(database: Database) -> None:
-    existing = set(inspect(database.engine).get_table_names())
-    tables = [t.name for t in reversed(metadata.sorted_tables) if t.name in existing]
+    """Empties every table. DELETE, not TRUNCATE: on PostgreSQL a TRUNCATE of ~35 tables costs
+    ~400 ms (file work per table) against ~2 ms for DELETEs of the few rows a test leaves;
+    sequences are reset so ids still start at 1 in every test."""
+    sql = _WIPE_SQL.get(database.url)
+    if sql is None:
+        existing = set(inspect(database.engine).get_table_names())
+        tables = [t.name for t in reversed(metadata.sorted_tables) if t.name in existing]
+        stmts = [f'DELETE FROM "{t}"' for t in tables]
+        if database.dialect == "postgresql":
+            with database.engine.connect() as conn:
+                seqs = (
+                    conn.execute(
+                        text(
+                            "SELECT sequence_name FROM information_schema.sequences "
+                            "WHERE sequence_schema = 'public'"
+                        )
+                    )
+                    .scalars()
+                    .all()
+                )
+            if seqs:
+                stmts.append("SELECT " + ", ".join(f"setval('\"{q}\"', 1, false)" for q in seqs))
+        else:
+            stmts.append("DELETE FROM sqlite_sequence" if "sqlite_sequence" in existing else "")
+        sql = "; ".join(x for x in stmts if x)
+        _WIPE_SQL[database.url] = sql
     with database.engine.begin() as conn:
         if database.dialect == "postgresql":
-            conn.execute(
-                text(
-                    "TRUNCATE " + ", ".join(f'"{t}"' for t in tables) + " RESTART IDENTITY CASCADE"
-                )
-            )
+            conn.exec_driver_sql(sql)
         else:
-            for t in tables:
-                conn.execute(text(f'DELETE FROM "{t}"'))
+            for stmt in sql.split("; "):
+                conn.exec_driver_sql(stmt)
 
 
 @pytest.fixture(autouse=True)

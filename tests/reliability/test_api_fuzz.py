@@ -12,20 +12,20 @@ from collections.abc import Callable
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, settings
-from sqlalchemy import update
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import (
     content_type_conformance,
     response_schema_conformance,
     status_code_conformance,
 )
+from sqlalchemy import update
 
 from podstack.server.auth.models import ApiToken, User
 from podstack.server.auth.service import hash_token
 from podstack.server.db.session import Database
 from tests.conftest import ADMIN_TOKEN, LiveServer
 
-MAX_EXAMPLES = int(os.environ.get("PODSTACK_FUZZ_EXAMPLES", "12"))
+MAX_EXAMPLES = int(os.environ.get("PODSTACK_FUZZ_EXAMPLES", "8"))
 
 
 @pytest.fixture
@@ -51,6 +51,7 @@ def keep_admin(db: Database) -> Callable[[], None]:
 schema = schemathesis.pytest.from_fixture("api_schema")
 
 
+@pytest.mark.timeout(900)  # one test drives every operation (~115) in turn
 @schema.parametrize()
 @settings(max_examples=MAX_EXAMPLES, deadline=None,
           suppress_health_check=list(HealthCheck))

@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy import create_engine, text
 
 from podstack import MLOpsClient
 from podstack.errors import Conflict, IntegrityError
@@ -16,23 +13,7 @@ from podstack.server.auth import service as auth_service
 from podstack.server.backup import service as backup_service
 from podstack.server.config import Settings
 from podstack.server.db.session import Database
-from tests.conftest import ADMIN_TOKEN, PG_ADMIN_URL, LiveServer, current_db_kind
-
-
-@pytest.fixture
-def fresh_target(tmp_path: Path) -> Iterator[str]:
-    """An empty database of the kind under test, for the restore side."""
-    if current_db_kind() != "postgresql":
-        yield f"sqlite:///{tmp_path / 'restored.db'}"
-        return
-    name = f"podstack_restore_{uuid.uuid4().hex[:8]}"
-    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
-    with admin.connect() as c:
-        c.execute(text(f'CREATE DATABASE "{name}"'))
-    yield PG_ADMIN_URL.rsplit("/", 1)[0] + "/" + name
-    with admin.connect() as c:
-        c.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin.dispose()
+from tests.conftest import ADMIN_TOKEN, LiveServer
 
 
 def _populate(client: MLOpsClient, tmp_path: Path) -> str:
@@ -52,7 +33,11 @@ def _populate(client: MLOpsClient, tmp_path: Path) -> str:
 
 
 def test_round_trip(
-    settings: Settings, db: Database, live_server: LiveServer, tmp_path: Path, fresh_target: str
+    settings: Settings,
+    db: Database,
+    live_server: LiveServer,
+    tmp_path: Path,
+    scratch_database_url: str,
 ) -> None:
     with MLOpsClient(api_token=ADMIN_TOKEN, url=live_server.url) as client:
         run_id = _populate(client, tmp_path / "src")
@@ -70,12 +55,12 @@ def test_round_trip(
     target_home = tmp_path / "restored-home"
     restored = settings.model_copy(
         update={
-            "database_url": fresh_target,
+            "database_url": scratch_database_url,
             "home": target_home,
             "artifacts_uri": str(target_home / "artifacts"),
         }
     )
-    target_db = Database(fresh_target)
+    target_db = Database(scratch_database_url)
     backup_service.restore(target_db.engine, BlobStore(restored.artifacts_path), tmp_path / "bk")
     target_db.dispose()
 
@@ -119,7 +104,7 @@ def test_cli_backup_restore(
     settings: Settings,
     db: Database,
     tmp_path: Path,
-    fresh_target: str,
+    scratch_database_url: str,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     from typer.testing import CliRunner
@@ -137,13 +122,13 @@ def test_cli_backup_restore(
     assert "Backup complete" in r.output
     r = runner.invoke(app, ["verify-backup", str(tmp_path / "bk")])
     assert r.exit_code == 0 and "all digests match" in r.output
-    monkeypatch.setenv("PODSTACK_DATABASE_URL", fresh_target)
+    monkeypatch.setenv("PODSTACK_DATABASE_URL", scratch_database_url)
     monkeypatch.setenv("PODSTACK_ARTIFACTS_URI", str(tmp_path / "restored-artifacts"))
     r = runner.invoke(app, ["restore", str(tmp_path / "bk")], input="n\n")
     assert r.exit_code == 1 and "cancelled" in r.output
     r = runner.invoke(app, ["restore", str(tmp_path / "bk"), "--yes"])
     assert r.exit_code == 0, r.output
-    target = Database(fresh_target)
+    target = Database(scratch_database_url)
     with target.session(readonly=True) as s:
         assert auth_service.get_user(s, "erin").role == "viewer"
     target.dispose()

@@ -3,37 +3,17 @@ every migration downgrades cleanly."""
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import Iterator
-from pathlib import Path
-
 import pytest
-from sqlalchemy import create_engine, text
+from sqlalchemy import text
 
 from podstack.server.db import migrate
 from podstack.server.db.session import make_engine
-from tests.conftest import PG_ADMIN_URL, current_db_kind
 
 FIRST = "0001_foundation"
 
 
-@pytest.fixture
-def scratch_url(tmp_path: Path) -> Iterator[str]:
-    if current_db_kind() != "postgresql":
-        yield f"sqlite:///{tmp_path / 'm.db'}"
-        return
-    name = f"podstack_mig_{uuid.uuid4().hex[:8]}"
-    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
-    with admin.connect() as c:
-        c.execute(text(f'CREATE DATABASE "{name}"'))
-    yield PG_ADMIN_URL.rsplit("/", 1)[0] + "/" + name
-    with admin.connect() as c:
-        c.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin.dispose()
-
-
-def test_upgrade_from_first_revision_keeps_data(scratch_url: str) -> None:
-    engine = make_engine(scratch_url)
+def test_upgrade_from_first_revision_keeps_data(scratch_database_url: str) -> None:
+    engine = make_engine(scratch_database_url)
     migrate.upgrade(engine, FIRST)
     assert migrate.current_revisions(engine) == {FIRST}
     with engine.begin() as c:
@@ -81,8 +61,8 @@ def test_upgrade_from_first_revision_keeps_data(scratch_url: str) -> None:
     engine.dispose()
 
 
-def test_downgrade_to_base_and_back(scratch_url: str) -> None:
-    engine = make_engine(scratch_url)
+def test_downgrade_to_base_and_back(scratch_database_url: str) -> None:
+    engine = make_engine(scratch_database_url)
     migrate.upgrade(engine)
     migrate.downgrade(engine, "base")
     assert migrate.current_revisions(engine) == set()
