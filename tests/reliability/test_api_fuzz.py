@@ -40,10 +40,14 @@ def keep_admin(db: Database) -> Callable[[], None]:
 
     def restore() -> None:
         with db.session() as s:
-            s.execute(update(ApiToken).where(ApiToken.token_hash == hash_token(ADMIN_TOKEN))
-                      .values(revoked_at=None, expires_at=None))
-            s.execute(update(User).where(User.username == "admin")
-                      .values(disabled=False, role="admin"))
+            s.execute(
+                update(ApiToken)
+                .where(ApiToken.token_hash == hash_token(ADMIN_TOKEN))
+                .values(revoked_at=None, expires_at=None)
+            )
+            s.execute(
+                update(User).where(User.username == "admin").values(disabled=False, role="admin")
+            )
 
     return restore
 
@@ -53,14 +57,18 @@ schema = schemathesis.pytest.from_fixture("api_schema")
 
 @pytest.mark.timeout(900)  # one test drives every operation (~115) in turn
 @schema.parametrize()
-@settings(max_examples=MAX_EXAMPLES, deadline=None,
-          suppress_health_check=list(HealthCheck))
+@settings(max_examples=MAX_EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck))
 def test_api_never_fails_and_matches_schema(
     case: schemathesis.Case, keep_admin: Callable[[], None]
 ) -> None:
     keep_admin()
     response = case.call(headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}, timeout=30)
-    case.validate_response(response, checks=[
-        not_a_server_error, status_code_conformance, content_type_conformance,
-        response_schema_conformance,
-    ])
+    case.validate_response(
+        response,
+        checks=[
+            not_a_server_error,
+            status_code_conformance,
+            content_type_conformance,
+            response_schema_conformance,
+        ],
+    )

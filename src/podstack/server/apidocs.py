@@ -38,12 +38,17 @@ def install(app: FastAPI, prefix: str) -> None:
         # Adds the bearer scheme so "Authorize" in the docs sends the API token.
         if app.openapi_schema:
             return app.openapi_schema
-        schema = get_openapi(title=app.title, version=app.version,
-                             description=app.description, routes=app.routes)
+        schema = get_openapi(
+            title=app.title, version=app.version, description=app.description, routes=app.routes
+        )
         schema.setdefault("components", {})["securitySchemes"] = {
-            "bearerAuth": {"type": "http", "scheme": "bearer",
-                           "description": "An API token (pst_…) from `podstack tokens create` "
-                                          "or the UI's API tokens page."}}
+            "bearerAuth": {
+                "type": "http",
+                "scheme": "bearer",
+                "description": "An API token (pst_…) from `podstack tokens create` "
+                "or the UI's API tokens page.",
+            }
+        }
         schema["security"] = [{"bearerAuth": []}]
         app.openapi_schema = schema
         return schema

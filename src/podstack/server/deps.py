@@ -96,8 +96,10 @@ def authenticate(request: Request) -> Principal:
             token_id = session.get(SESSION_TOKEN_ID)
             if token_id is not None and not auth_service.token_is_active(s, token_id):
                 session.clear()
-                raise Unauthenticated("The API token this browser session signed in with was "
-                                      "revoked or has expired; sign in again.")
+                raise Unauthenticated(
+                    "The API token this browser session signed in with was "
+                    "revoked or has expired; sign in again."
+                )
             if user is not None and not user.disabled:
                 # UI routes check the token themselves (form field or header, web/core.py).
                 if request.method not in _SAFE_METHODS and request.url.path.startswith("/api/"):

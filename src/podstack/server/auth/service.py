@@ -458,15 +458,19 @@ def authenticate_token(session: Session, raw: str) -> Principal:
         raise Unauthenticated("This user is disabled.")
     if tok.last_used_at is None or now - tok.last_used_at > _LAST_USED_RESOLUTION:
         tok.last_used_at = now
-    return Principal(username=user.username, role=user.role, user_id=user.id, scope=tok.scope,
-                     token_id=tok.id)
+    return Principal(
+        username=user.username, role=user.role, user_id=user.id, scope=tok.scope, token_id=tok.id
+    )
 
 
 def token_is_active(session: Session, token_id: int) -> bool:
     """For UI sessions that signed in with a pasted token: still valid?"""
     tok = session.get(ApiToken, token_id)
-    return (tok is not None and tok.revoked_at is None
-            and (tok.expires_at is None or tok.expires_at > utcnow()))
+    return (
+        tok is not None
+        and tok.revoked_at is None
+        and (tok.expires_at is None or tok.expires_at > utcnow())
+    )
 
 
 def principal_for_user(user: User) -> Principal:

@@ -22,11 +22,23 @@ from sqlalchemy.orm import Session
 from podstack.server.db.base import new_id, utcnow
 
 EVENT_TYPES = (
-    "model.created", "model.deleted", "version.created", "version.deleted",
-    "stage.transition_requested", "stage.transition_approved", "stage.transition_rejected",
-    "stage.transition_applied", "alias.moved", "alias.deleted",
-    "schedule.execution_started", "schedule.execution_finished", "schedule.execution_failed",
-    "deployment.ready", "deployment.failed", "deployment.updated", "deployment.deleted",
+    "model.created",
+    "model.deleted",
+    "version.created",
+    "version.deleted",
+    "stage.transition_requested",
+    "stage.transition_approved",
+    "stage.transition_rejected",
+    "stage.transition_applied",
+    "alias.moved",
+    "alias.deleted",
+    "schedule.execution_started",
+    "schedule.execution_finished",
+    "schedule.execution_failed",
+    "deployment.ready",
+    "deployment.failed",
+    "deployment.updated",
+    "deployment.deleted",
 )
 
 

@@ -23,11 +23,15 @@ def signature(secret: str, msg_id: str, timestamp: int, body: bytes) -> str:
     return "v1=" + hmac.new(secret.encode(), signed, hashlib.sha256).hexdigest()
 
 
-def sign_headers(secret: str, msg_id: str, body: bytes, timestamp: int | None = None
-                 ) -> dict[str, str]:
+def sign_headers(
+    secret: str, msg_id: str, body: bytes, timestamp: int | None = None
+) -> dict[str, str]:
     ts = int(time.time()) if timestamp is None else timestamp
-    return {ID_HEADER: msg_id, TIMESTAMP_HEADER: str(ts),
-            SIGNATURE_HEADER: signature(secret, msg_id, ts, body)}
+    return {
+        ID_HEADER: msg_id,
+        TIMESTAMP_HEADER: str(ts),
+        SIGNATURE_HEADER: signature(secret, msg_id, ts, body),
+    }
 
 
 def verify(secret: str, headers: dict[str, str], body: bytes, now: int | None = None) -> bool:
