@@ -13,6 +13,7 @@ database pool closes) and the process exits 0.
 
 from __future__ import annotations
 
+import gc
 import ipaddress
 import os
 import signal
@@ -196,6 +197,11 @@ class _AnnouncingServer(uvicorn.Server):
     async def startup(self, sockets: list[socket] | None = None) -> None:
         await super().startup(sockets=sockets)
         if self.started and not self.should_exit:
+            # Everything built at startup (app, routes, ORM mappers, templates) lives for the
+            # whole process: moving it out of the GC's generations cut full-collection pauses
+            # from ~130 ms to ~3 ms in the metric-logging benchmark (benchmarks/PROFILE.md).
+            gc.collect()
+            gc.freeze()
             self._on_started()
 
 

@@ -1,0 +1,233 @@
+"""W1-W6 through our SDK (``podstack.MLOpsClient``), the mirror of mlflow_client_workloads.py.
+Runs in our venv as its own process, so client CPU is measured the same way for both:
+
+    .venv/bin/python podstack_client_workloads.py '<job json>'
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+import uuid
+from typing import Any
+
+from client_script import (
+    in_parallel,
+    metric_batches,
+    model_name,
+    run_script,
+    search_loop,
+    search_plan,
+    team_of,
+)
+from measure import (
+    RssSampler,
+    latency_summary,
+    make_file,
+    measure,
+    run_threads,
+    timed,
+)
+
+from podstack import MLOpsClient
+
+
+def _client(job: dict[str, Any]) -> MLOpsClient:
+    return MLOpsClient(api_token=job["token"], url=job["url"])
+
+
+def _new_run(c: MLOpsClient) -> str:
+    return c.create_run(f"bench-{uuid.uuid4().hex[:8]}").id
+
+
+def _run_with_artifact(c: MLOpsClient, workdir: str) -> str:
+    """A run that logged a small model file (``model.pkl``); returns the run id."""
+    run_id = _new_run(c)
+    path = os.path.join(workdir, "model.pkl")
+    with open(path, "wb") as f:
+        f.write(os.urandom(64 * 1024))
+    c.log_artifact(run_id, path)
+    return run_id
+
+
+def w1(job: dict[str, Any]) -> dict[str, Any]:
+    sz, c = job["sizes"], _client(job)
+    run_id = _new_run(c)
+    batches = [
+        [{"key": k, "value": v, "step": s} for k, v, s in b]
+        for b in metric_batches(sz["w1_keys"], sz["w1_steps"], sz["w1_batch"])
+    ]
+    points = sum(len(b) for b in batches)
+    with measure(job["server_pid"]) as m:
+        for b in batches:
+            c.log_metric_points(run_id, b)
+    logged = None
+    if job.get("verify", True):  # the profiler turns this off to see only the writes
+        logged = sum(
+            len(c.get_metric_history(run_id, f"metric_{k:02d}")) for k in range(sz["w1_keys"])
+        )
+    return {**m.as_dict(), "points": points, "stored": logged, "rate": points / m.wall_s}
+
+
+def w2(job: dict[str, Any]) -> dict[str, Any]:
+    sz, c = job["sizes"], _client(job)
+    run_id = _run_with_artifact(c, job["workdir"])
+    name = f"w2-{uuid.uuid4().hex[:8]}"
+    c.register_model(name=name)
+    n = sz["w2_versions"]
+    with measure(job["server_pid"]) as m:
+        last = None
+        for _ in range(n):
+            last = c.create_model_version(
+                model_name=name, source_run_id=run_id, artifact_path="model.pkl"
+            )
+    return {**m.as_dict(), "versions": n, "last": int(last.version), "rate": n / m.wall_s}
+
+
+def w3(job: dict[str, Any]) -> dict[str, Any]:
+    sz, c = job["sizes"], _client(job)
+    run_id = _run_with_artifact(c, job["workdir"])
+    name = f"w3-{uuid.uuid4().hex[:8]}"
+    c.register_model(name=name)
+    threads, per = sz["w3_threads"], sz["w3_per_thread"]
+    got: list[int] = []
+    lock = threading.Lock()
+    errors_in_thread: list[str] = []
+
+    def body(_i: int) -> None:
+        mine = _client(job)
+        for _ in range(per):
+            try:
+                v = mine.create_model_version(
+                    model_name=name, source_run_id=run_id, artifact_path="model.pkl"
+                )
+                with lock:
+                    got.append(int(v.version))
+            except Exception as exc:
+                with lock:
+                    errors_in_thread.append(f"{type(exc).__name__}: {str(exc)[:200]}")
+
+    with measure(job["server_pid"]) as m:
+        errors = run_threads(threads, body)
+    stored = sorted(int(v.version) for v in c.list_model_versions(name))
+    expected = list(range(1, threads * per + 1))
+    all_errors = errors_in_thread + [repr(e) for e in errors]
+    return {
+        **m.as_dict(),
+        "versions": len(got),
+        "rate": len(got) / m.wall_s,
+        "errors": len(all_errors),
+        "error_samples": sorted(set(all_errors))[:5],
+        "exact": sorted(got) == expected and stored == expected,
+        "stored_versions": len(stored),
+        "duplicates": len(got) - len(set(got)),
+    }
+
+
+def search_latencies(job: dict[str, Any], models: int) -> dict[str, Any]:
+    """200 label searches and 200 name searches (one page of 100 each). ``query`` is our
+    name/description text filter; every model name starts with "bench-model-", so a match is
+    exactly a name-prefix match, as MLflow's ``name LIKE 'prefix%'``."""
+    sz, c = job["sizes"], _client(job)
+    labels, prefixes = search_plan(models, sz["w4_teams"], sz["w4_searches"])
+    cap = sz["w4_search_max_s"]
+    with measure(job["server_pid"]) as m:
+        lat_label, sizes_l, capped_l = search_loop(
+            labels, lambda team: c.search_registered_models(labels=[team], max_results=100), cap
+        )
+        lat_prefix, sizes_p, capped_p = search_loop(
+            prefixes, lambda p: c.search_registered_models(query=p, max_results=100), cap
+        )
+    return {
+        **m.as_dict(),
+        "models": models,
+        "label": latency_summary(lat_label),
+        "prefix": latency_summary(lat_prefix),
+        "page_sizes": sorted(sizes_l | sizes_p),
+        "capped": {"label": capped_l, "prefix": capped_p},
+    }
+
+
+def w4(job: dict[str, Any]) -> dict[str, Any]:
+    sz = job["sizes"]
+    models, teams = sz["w4_models"], sz["w4_teams"]
+    t_seed = in_parallel(
+        models,
+        lambda: _client(job),
+        lambda cl, i: cl.register_model(name=model_name(i), tags=[team_of(i, teams)]),
+    )
+    return {**search_latencies(job, models), "seed_s": round(t_seed, 2), "seeded_via": "client"}
+
+
+def w4_search(job: dict[str, Any]) -> dict[str, Any]:
+    """Searches only, over models seeded beforehand (the 20k/100k levels)."""
+    return search_latencies(job, job["models"])
+
+
+def w5(job: dict[str, Any]) -> dict[str, Any]:
+    sz, c = job["sizes"], _client(job)
+    run_id = _run_with_artifact(c, job["workdir"])
+    name = f"w5-{uuid.uuid4().hex[:8]}"
+    c.register_model(name=name)
+    v = c.create_model_version(model_name=name, source_run_id=run_id, artifact_path="model.pkl")
+    c.set_model_alias(model_name=name, alias="champion", version=v.version)
+    lat: list[float] = []
+    with measure(job["server_pid"]) as seq:
+        for _ in range(sz["w5_sequential"]):
+            dt, got = timed(lambda: c.get_model_by_alias(model_name=name, alias="champion"))
+            lat.append(dt)
+    assert got.version == v.version
+    count = [0] * sz["w5_threads"]
+    duration = sz["w5_seconds"]
+
+    def body(i: int) -> None:
+        mine = _client(job)
+        end = time.perf_counter() + duration
+        while time.perf_counter() < end:
+            mine.get_model_by_alias(model_name=name, alias="champion")
+            count[i] += 1
+
+    with measure(job["server_pid"]) as par:
+        errors = run_threads(sz["w5_threads"], body)
+    return {
+        "sequential": {**latency_summary(lat), **seq.as_dict()},
+        "threaded": {
+            **par.as_dict(),
+            "threads": sz["w5_threads"],
+            "requests": sum(count),
+            "rate": sum(count) / par.wall_s,
+            "errors": len(errors),
+        },
+    }
+
+
+def w6(job: dict[str, Any]) -> dict[str, Any]:
+    sz, c = job["sizes"], _client(job)
+    size = sz["w6_mib"] * 2**20
+    src = os.path.join(job["shared_dir"], "w6-payload.bin")
+    make_file(src, size)
+    run_id = _new_run(c)
+    with RssSampler(job["server_pid"]) as up_rss, measure(job["server_pid"]) as up:
+        c.log_artifact(run_id, src)
+    dst = os.path.join(job["workdir"], "w6-download")
+    os.makedirs(dst, exist_ok=True)
+    with RssSampler(job["server_pid"]) as down_rss, measure(job["server_pid"]) as down:
+        out = c.download_artifacts(run_id, "w6-payload.bin", dst)
+    ok = os.path.getsize(out) == size
+    os.remove(out)
+    mib = size / 2**20
+    return {
+        "size_mib": mib,
+        "upload": {**up.as_dict(), "rate": mib / up.wall_s, "rss_growth_mib": up_rss.growth_mib},
+        "download": {
+            **down.as_dict(),
+            "rate": mib / down.wall_s,
+            "rss_growth_mib": down_rss.growth_mib,
+            "verified_size": ok,
+        },
+    }
+
+
+if __name__ == "__main__":
+    run_script({"W1": w1, "W2": w2, "W3": w3, "W4": w4, "W4search": w4_search, "W5": w5, "W6": w6})

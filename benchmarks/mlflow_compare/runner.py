@@ -1,0 +1,152 @@
+"""The whole comparison: MLflow venv, then for each backend each product's server and workloads,
+then the report. ``main(args)`` is what ``make bench`` calls.
+
+Environment knobs (defaults = the issue's full run):
+  BENCH_QUICK=1                 small sizes for quick iterations (see sizes.py)
+  BENCH_W1_STEPS=..., ...       any single size (sizes.py field names, upper-cased)
+  BENCH_WORKLOADS=W1,W4         subset of workloads
+  BENCH_BACKENDS=sqlite         subset of backends (sqlite, postgresql)
+  BENCH_PRODUCTS=podstack       subset of products (mlflow, podstack)
+  BENCH_W4_SCALE=20000,100000   our extra W4 levels ("" to skip)
+  BENCH_WORKDIR=/path           where temp servers, databases and files go (default: system tmp)
+  BENCH_WAIT_QUIET=15           max seconds to wait before each workload for a quiet machine
+  BENCH_WAIT_QUIET_TOTAL=60     ... and in total for the run
+  BENCH_KEEP=1                  keep the work directory (server and client logs) afterwards
+  BENCH_RESULTS_MD=1|0          force writing (or not) benchmarks/RESULTS.md; by default only a
+                                full-size run of everything rewrites it
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import importlib.metadata
+import os
+import shutil
+import signal
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from benchmarks.mlflow_compare import databases, mlflow_env, report, sizes
+from benchmarks.mlflow_compare.measure import make_file
+from benchmarks.mlflow_compare.servers import machine_info
+from benchmarks.mlflow_compare.workloads import WORKLOADS, copy_limit, run_suite
+
+
+def log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def _flag(name: str) -> bool | None:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return None
+    return raw.lower() not in ("0", "false", "no", "off")
+
+
+def _exit_on_sigterm() -> None:
+    # A plain SIGTERM would skip the finally blocks that stop servers and drop databases.
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+
+
+def main(args: Any = None) -> dict[str, Any]:
+    _exit_on_sigterm()
+    t_start = time.perf_counter()
+    sz = sizes.from_env()
+    selected = [w for w in sizes.workloads() if w in WORKLOADS]
+    kinds = sizes.backends()
+    products = sizes.products()
+    results: dict[str, Any] = {
+        "benchmark": "mlflow_compare",
+        "started_at": dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "machine": machine_info(),
+        "sizes": sz.as_dict(),
+        "sizes_are_default": sz == sizes.Sizes(),
+        "workloads": selected,
+        "w4_scale_levels": sizes.scale_levels(),
+        "loadavg_start": [round(x, 2) for x in os.getloadavg()],
+        "runs": {},
+        "errors": [],
+    }
+    if "mlflow" in products:
+        t0 = time.perf_counter()
+        mlflow_env.ensure_venv(log)
+        results["mlflow_venv_s"] = round(time.perf_counter() - t0, 1)
+    results["versions"] = {
+        "mlflow": mlflow_env.installed_version() if "mlflow" in products else None,
+        "podstack": importlib.metadata.version("podstack"),
+        "sqlite": databases.sqlite_version(),
+        "postgresql": databases.postgres_version(),
+    }
+
+    workdir = Path(tempfile.mkdtemp(prefix="podstack-bench-", dir=os.environ.get("BENCH_WORKDIR")))
+    shared = workdir / "shared"
+    shared.mkdir()
+    log(f"mlflow_compare: sizes={sz.as_dict()} workloads={selected} backends={kinds}; in {workdir}")
+    try:
+        if "W6" in selected:
+            payload = shared / "w6-payload.bin"
+            make_file(str(payload), sz.w6_mib * 2**20)
+            results["copy_limit"] = copy_limit(payload, shared)
+        for kind in kinds:
+            if kind == "postgresql" and not databases.postgres_available():
+                msg = (
+                    f"PostgreSQL not reachable at {databases.PG_HOST}:{databases.PG_PORT} "
+                    "(user postgres, trust auth); skipped"
+                )
+                results["errors"].append(msg)
+                log(msg)
+                continue
+            results["runs"][kind] = {}
+            for product in products:
+                try:
+                    results["runs"][kind][product] = run_suite(
+                        product, kind, sz, selected, workdir, shared, sizes.scale_levels(), log
+                    )
+                except Exception as exc:
+                    msg = f"{product}/{kind}: {type(exc).__name__}: {exc}"
+                    results["errors"].append(msg.splitlines()[0][:300])
+                    results["runs"][kind][product] = {"error": msg}
+                    log(msg)
+    finally:
+        if _flag("BENCH_KEEP"):
+            log(f"kept {workdir}")
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+    results["duration_s"] = round(time.perf_counter() - t_start, 1)
+    results["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]
+    rows = report.build_rows(results)
+    results["table"] = [r.__dict__ for r in rows]
+    results["status_counts"] = report.summary_counts(rows)
+    print(report.text_table(rows))
+    json_path = report.write_json(results)
+    full = (
+        results["sizes_are_default"]
+        and set(selected) == set(WORKLOADS)
+        and set(kinds) >= {"sqlite", "postgresql"}
+        and set(products) >= {"mlflow", "podstack"}
+    )
+    write_md = _flag("BENCH_RESULTS_MD")
+    if write_md or (write_md is None and full):
+        md = report.write_markdown(results, rows)
+        log(f"wrote {md}")
+    noise = report.machine_noise(results)
+    log(
+        f"wrote {json_path}; total {results['duration_s']} s; other processes used {noise} "
+        "cores on average during the measured sections (0 = clean measurement)"
+    )
+    return {
+        "json": str(json_path),
+        "duration_s": results["duration_s"],
+        "status_counts": results["status_counts"],
+        "errors": results["errors"],
+    }
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

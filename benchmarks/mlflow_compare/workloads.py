@@ -1,0 +1,230 @@
+"""W1-W6 as the issue defines them, run against one product on one backend.
+
+Each workload runs in a fresh client process of its product's own venv
+(``mlflow_client_workloads.py`` in the MLflow venv, ``podstack_client_workloads.py`` in ours),
+which prints one JSON line; the server stays up across the workloads of one suite, so every
+workload meets the same warmed, idle server.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from benchmarks.mlflow_compare import mlflow_env, podstack_env
+from benchmarks.mlflow_compare.databases import backend
+from benchmarks.mlflow_compare.servers import ServerProcess, wait_machine_quiet
+from benchmarks.mlflow_compare.sizes import Sizes
+
+HERE = Path(__file__).resolve().parent
+# Before each workload, wait up to QUIET_WAIT_S for the machine to be quiet (see
+# wait_machine_quiet), within a total budget for the run so a busy box cannot blow the
+# 15-minute limit.
+QUIET_WAIT_S = float(os.environ.get("BENCH_WAIT_QUIET", "15"))
+_quiet_budget = [float(os.environ.get("BENCH_WAIT_QUIET_TOTAL", "60"))]
+
+WORKLOADS: dict[str, str] = {
+    "W1": "metric logging: 1 run, keys x steps points in batches",
+    "W2": "version creation: sequential versions of one model from a run artifact",
+    "W3": "concurrent versions: threads x versions of one new model",
+    "W4": "search: models labelled by team; p50/p95 by label and by name prefix",
+    "W5": "alias lookup: sequential get-by-alias, then threads for N seconds",
+    "W6": "artifacts: upload and download one large file",
+}
+
+Log = Callable[[str], None]
+
+
+def _client_argv(product: str) -> list[str]:
+    if product == "mlflow":
+        return [str(mlflow_env.venv_python()), str(HERE / "mlflow_client_workloads.py")]
+    return [sys.executable, str(HERE / "podstack_client_workloads.py")]
+
+
+def run_client(
+    product: str,
+    server: ServerProcess,
+    workload: str,
+    sizes: Sizes,
+    workdir: Path,
+    shared_dir: Path,
+    extra: dict[str, Any] | None = None,
+    timeout: float = 900,
+) -> dict[str, Any]:
+    """One workload in a fresh client process; returns its result or ``{"error": ...}``."""
+    wdir = workdir / f"{product}-{workload}".lower()
+    wdir.mkdir(parents=True, exist_ok=True)
+    job = {
+        "workload": workload,
+        "url": server.url,
+        "token": podstack_env.ADMIN_TOKEN,
+        "server_pid": server.pid,
+        "sizes": sizes.as_dict(),
+        "workdir": str(wdir),
+        "shared_dir": str(shared_dir),
+        **(extra or {}),
+    }
+    t_wait = time.perf_counter()
+    busy_before = wait_machine_quiet(min(QUIET_WAIT_S, max(0.0, _quiet_budget[0])))
+    _quiet_budget[0] -= time.perf_counter() - t_wait
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PODSTACK_", "MLFLOW_"))}
+    env["PODSTACK_PROGRESS"] = "0"  # no progress bars in the measured client
+    t0 = time.perf_counter()
+    try:
+        out = subprocess.run(
+            [*_client_argv(product), json.dumps(job)],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=timeout,
+            cwd=wdir,
+        )
+    except subprocess.TimeoutExpired:
+        return {"error": f"timed out after {timeout}s"}
+    (wdir / "client-stderr.log").write_text(out.stderr)
+    lines = [ln for ln in out.stdout.splitlines() if ln.startswith("{")]
+    if not lines:
+        tail = "\n".join(out.stderr.splitlines()[-15:])
+        return {"error": f"client exited {out.returncode} without a result:\n{tail}"}
+    payload = json.loads(lines[-1])
+    if not payload["ok"]:
+        return {"error": payload["error"]}
+    result = payload["result"]
+    result["process_s"] = round(time.perf_counter() - t0, 2)
+    result["machine_busy_cores_before"] = busy_before
+    return result
+
+
+def copy_limit(src: Path, workdir: Path) -> dict[str, Any]:
+    """The disk's physical limit for W6: ``cp`` of the same file on the same filesystem, then
+    the same copy made durable (``dd conv=fsync``, i.e. data written and flushed)."""
+    size_mib = src.stat().st_size / 2**20
+    out: dict[str, Any] = {"size_mib": size_mib}
+    for label, argv in (
+        ("cp", ["cp", str(src), str(workdir / "cp-copy.bin")]),
+        (
+            "cp_fsync",
+            [
+                "dd",
+                f"if={src}",
+                f"of={workdir / 'dd-copy.bin'}",
+                "bs=8M",
+                "conv=fsync",
+                "status=none",
+            ],
+        ),
+    ):
+        subprocess.run(["sync"], check=False)
+        t0 = time.perf_counter()
+        subprocess.run(argv, check=True)
+        dt = time.perf_counter() - t0
+        out[label] = {"wall_s": round(dt, 3), "rate": size_mib / dt}
+    for name in ("cp-copy.bin", "dd-copy.bin"):
+        (workdir / name).unlink(missing_ok=True)
+    return out
+
+
+def _start(product: str, db_url: str, workdir: Path) -> ServerProcess:
+    if product == "mlflow":
+        return mlflow_env.start_server(db_url, workdir)
+    return podstack_env.start_server(db_url, workdir)
+
+
+def run_suite(
+    product: str,
+    kind: str,
+    sizes: Sizes,
+    selected: list[str],
+    workdir: Path,
+    shared_dir: Path,
+    scale_levels: list[int],
+    log: Log,
+) -> dict[str, Any]:
+    """Fresh database + fresh server for ``product`` on ``kind``; runs the selected workloads
+    one after the other; stops the server."""
+    suite_dir = workdir / f"{product}-{kind}"
+    suite_dir.mkdir(parents=True, exist_ok=True)
+    results: dict[str, Any] = {}
+    with backend(kind, suite_dir, product) as be:
+        db_url = be.mlflow_url if product == "mlflow" else be.podstack_url
+        t0 = time.perf_counter()
+        server = _start(product, db_url, suite_dir)
+        results["_server"] = {
+            "start_s": round(time.perf_counter() - t0, 1),
+            "idle_wait_s": float(server.extra.get("idle_wait_s", 0)),
+        }
+        log(f"  {product}/{kind}: server up in {results['_server']['start_s']}s at {server.url}")
+        try:
+            for w in selected:
+                server.wait_idle(quiet_windows=1, timeout=10)
+                res = run_client(product, server, w, sizes, suite_dir, shared_dir)
+                results[w] = res
+                log(f"  {product}/{kind} {w}: {_brief(res)}")
+                if w == "W4" and product == "podstack" and "error" not in res:
+                    results["W4_scale"] = _scale_levels(
+                        server, be.podstack_url, sizes, scale_levels, suite_dir, shared_dir, log
+                    )
+        finally:
+            server.stop()
+        if server.proc.returncode not in (0, None, -15):
+            results["_server"]["exit_code"] = server.proc.returncode
+    return results
+
+
+def _scale_levels(
+    server: ServerProcess,
+    db_url: str,
+    sizes: Sizes,
+    levels: list[int],
+    suite_dir: Path,
+    shared_dir: Path,
+    log: Log,
+) -> dict[str, Any]:
+    """W4 again at 20,000 and 100,000 models (ours only). The extra models are bulk-inserted
+    straight into our database (see seed.py); the searches go through the SDK as before."""
+    from benchmarks.mlflow_compare import seed
+
+    out: dict[str, Any] = {}
+    have = sizes.w4_models
+    for level in sorted(levels):
+        if level <= have:
+            continue
+        try:
+            t_seed = seed.seed_models(db_url, have, level, sizes.w4_teams)
+        except Exception as exc:
+            out[str(level)] = {"error": f"seeding failed: {type(exc).__name__}: {exc}"}
+            log(f"  podstack W4@{level}: seeding failed: {exc}")
+            break
+        have = level
+        server.wait_idle(quiet_windows=1, timeout=10)
+        res = run_client(
+            "podstack", server, "W4search", sizes, suite_dir, shared_dir, {"models": level}
+        )
+        res["seed_s"] = round(t_seed, 2)
+        res["seeded_via"] = "direct database insert (SQLAlchemy models of server/registry)"
+        out[str(level)] = res
+        log(f"  podstack W4@{level}: {_brief(res)}")
+    return out
+
+
+def _brief(res: dict[str, Any]) -> str:
+    if "error" in res:
+        return "ERROR " + res["error"].splitlines()[0][:200]
+    if "rate" in res:
+        return f"{res['rate']:.1f}/s (wall {res['wall_s']:.2f}s)"
+    if "label" in res:
+        return f"label p50 {res['label']['p50_ms']}ms, prefix p50 {res['prefix']['p50_ms']}ms"
+    if "sequential" in res:
+        return (
+            f"seq p50 {res['sequential']['p50_ms']}ms, "
+            f"{res['threaded']['rate']:.0f} req/s on {res['threaded']['threads']} threads"
+        )
+    if "upload" in res:
+        return f"up {res['upload']['rate']:.0f} MiB/s, down {res['download']['rate']:.0f} MiB/s"
+    return json.dumps(res)[:200]
