@@ -107,5 +107,6 @@ def test_unexpected_error_is_500_json_and_the_connection_survives(
             assert r.headers["x-content-type-options"] == "nosniff"
             # The same keep-alive connection serves the next request.
             assert c.get("/api/v1/me").status_code == 200
-    logged = [rec for rec in caplog.records if "unhandled error on GET /api/v1/boom" in rec.getMessage()]
+    needle = "unhandled error on GET /api/v1/boom"
+    logged = [rec for rec in caplog.records if needle in rec.getMessage()]
     assert len(logged) == 10 and all(rec.exc_info for rec in logged)

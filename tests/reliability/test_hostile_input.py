@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 import socket
 import threading
@@ -34,6 +35,7 @@ from podstack.server.config import Settings
 from podstack.server.db.session import Database
 from podstack.server.tracking.models import Experiment
 from tests.conftest import ADMIN_TOKEN, LiveServer
+from tests.reliability.conftest import record
 from tests.reliability.test_access_control import TABLE
 from tests.reliability.world import MODEL, World, build, path_for
 
@@ -43,6 +45,13 @@ TRIED: dict[str, int] = {}
 
 def _count(kind: str, n: int = 1) -> None:
     TRIED[kind] = TRIED.get(kind, 0) + n
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _record_figures() -> Iterator[None]:
+    yield
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
+    record(f"hostile-input-{worker}", {**TRIED, "total": sum(TRIED.values())})
 
 
 def raw_http(port: int, request: bytes, timeout: float = 30) -> tuple[int, bytes]:
@@ -755,8 +764,3 @@ def test_huge_or_absurd_pagination_is_a_clear_4xx_everywhere(
             failures.append(f"POST /runs/search {body}: {r.status_code}")
     assert failures == [], "\n".join(failures)
     assert listed >= 10
-
-
-def test_report_figures() -> None:
-    """Prints what the module tried (for RELIABILITY.md); runs last in the module."""
-    print("hostile inputs tried:", json.dumps(TRIED, indent=1), "total", sum(TRIED.values()))
