@@ -86,6 +86,7 @@ async def _not_found(request: Request) -> Response:
 def mount(app: FastAPI) -> None:
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     app.include_router(router)
+    taken: set[str | None] = set()
     for name in PAGE_MODULES:
         try:
             module = importlib.import_module(f"podstack.server.web.{name}")
@@ -95,8 +96,9 @@ def mount(app: FastAPI) -> None:
                 raise
             continue
         app.include_router(module.router)
-    # Placeholders only for sections whose real pages are not mounted (issues 5-7 add them).
-    taken = {getattr(r, "path", None) for r in app.routes}
+        taken.update(getattr(r, "path", None) for r in module.router.routes)
+    # Placeholders only for sections whose real pages are not mounted. Paths come from the
+    # modules' own routers: FastAPI wraps included routers, so app.routes has no .path.
     placeholders = APIRouter(route_class=WebRoute, include_in_schema=False)
     for section in _PLACEHOLDERS:
         if f"/{section}" not in taken:
