@@ -173,7 +173,14 @@ def _seed_path() -> Path:
     env = os.environ.get("PODSTACK_SEED")
     if env:
         return Path(env)
-    return Path(__file__).resolve().parents[3] / "shared" / "seed" / "model-registry.txt"
+    # shared/ sits beside the repository (developer checkouts and CI clones alike).
+    repo = Path(__file__).resolve().parents[2]
+    candidates = [repo.parent / "shared", Path("/work/shared")]
+    for shared in candidates:
+        seed = shared / "seed" / "model-registry.txt"
+        if seed.exists():
+            return seed
+    return candidates[0] / "seed" / "model-registry.txt"
 
 
 def _lines(text: str) -> list[str]:

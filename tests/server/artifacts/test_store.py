@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import anyio
@@ -69,7 +70,10 @@ def test_put_async_streams(store: BlobStore) -> None:
         for i in range(3):
             yield bytes([i]) * 1000
 
-    blob = anyio.run(lambda: store.put_async(chunks()))
+    # A fresh thread: the worker's main thread may already run an event loop (the browser
+    # tests' Playwright sync API keeps one there for the session).
+    with ThreadPoolExecutor(1) as pool:
+        blob = pool.submit(anyio.run, lambda: store.put_async(chunks())).result()
     assert blob.size == 3000
     assert store.path_for(blob.sha256).read_bytes() == b"".join(bytes([i]) * 1000 for i in range(3))
 
