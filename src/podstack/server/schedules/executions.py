@@ -193,8 +193,10 @@ def _system_user(s: Session) -> User | str:
                     role="editor",
                     display_name="Scheduled jobs (system account)",
                 )
-        except IntegrityError:
-            user = auth.get_user(s, SYSTEM_USER)  # created concurrently by another replica
+        except (IntegrityError, Conflict):
+            # Created concurrently by another replica: Conflict if it committed before our
+            # existence check, IntegrityError if it committed while we inserted.
+            user = auth.get_user(s, SYSTEM_USER)
     if user.disabled or user.role == "viewer":
         return (
             f"The system account {SYSTEM_USER!r} is disabled or only a viewer, so the job could "
