@@ -11,7 +11,11 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from pydantic import TypeAdapter
+from pydantic import ValidationError as PydanticValidationError
+
 from podstack.errors import ValidationFailed
+from podstack.schemas.common import Label
 
 MODEL_NAME_RE = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
 ALIAS_RE = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
@@ -45,6 +49,28 @@ def validate_model_name(name: Any) -> str:
             {"name": shown, "pattern": MODEL_NAME_RE.pattern},
         )
     return name
+
+
+_LABELS = TypeAdapter(list[Label])
+MAX_LABELS = 100
+
+
+def validate_labels(labels: Any) -> list[str]:
+    """Model labels: the wire schema's ``Label`` pattern, at most 100, duplicates dropped.
+    Enforced here so callers that bypass the REST schema (web forms, CLI) meet the same rule."""
+    try:
+        checked = _LABELS.validate_python(list(labels or ()))
+    except PydanticValidationError as exc:
+        bad = exc.errors()[0]
+        raise ValidationFailed(
+            f"Invalid label: {bad.get('msg', 'invalid')}. Labels are 1-64 characters of "
+            "letters, digits, space and _ - . : /",
+            {"field": "tags", "value": str(bad.get("input"))[:100]},
+        ) from None
+    unique = list(dict.fromkeys(checked))
+    if len(unique) > MAX_LABELS:
+        raise ValidationFailed(f"At most {MAX_LABELS} labels per model.", {"field": "tags"})
+    return unique
 
 
 def is_reserved_alias(alias: str) -> bool:

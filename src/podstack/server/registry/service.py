@@ -67,6 +67,7 @@ from podstack.server.registry.rules import (
     parse_model_uri,
     parse_version,
     validate_alias,
+    validate_labels,
     validate_model_name,
 )
 from podstack.server.tracking import service as tracking
@@ -176,7 +177,7 @@ def register_model(
     labels: Sequence[str] = (),
 ) -> RegisteredModel:
     validate_model_name(name)
-    labels = _dedupe(labels)
+    labels = validate_labels(labels)
     if repo.get_model(s, name) is not None:
         raise Conflict(
             f"Registered model {name!r} already exists. Add a version to it with "
@@ -228,7 +229,7 @@ def update_model(
     if description is not None:
         m.description = description
     if labels is not None:
-        labels = _dedupe(labels)
+        labels = validate_labels(labels)
         repo.replace_labels(s, m.id, labels)
     m.updated_at = utcnow()
     after = _model_doc(m, labels if labels is not None else before["tags"])
