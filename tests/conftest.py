@@ -24,6 +24,7 @@ from sqlalchemy import create_engine, inspect, text
 from podstack import MLOpsClient
 from podstack.server.app import create_app
 from podstack.server.auth import service as auth_service
+from podstack.server.auth import token_cache
 from podstack.server.config import Settings
 from podstack.server.db import migrate
 from podstack.server.db.models_registry import metadata
@@ -165,6 +166,8 @@ def _wipe(database: Database) -> None:
         else:
             for stmt in sql.split("; "):
                 conn.exec_driver_sql(stmt)
+    # Servers in this process remember verified tokens for a moment; the rows are gone.
+    token_cache.clear_all()
 
 
 @pytest.fixture(autouse=True)

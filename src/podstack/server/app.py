@@ -30,6 +30,7 @@ import podstack.server as server_pkg
 from podstack.schemas.common import ERROR_RESPONSES
 from podstack.server import apidocs, health
 from podstack.server.artifacts.store import BlobStore
+from podstack.server.auth.token_cache import TokenCache
 from podstack.server.config import Settings
 from podstack.server.db import migrate
 from podstack.server.db.session import Database
@@ -130,6 +131,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.state.db = None
+    app.state.token_cache = TokenCache()
     app.state.metrics_registry = CollectorRegistry()
     install_error_handlers(app)
 

@@ -11,11 +11,12 @@ from typing import Any
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from podstack.errors import Conflict, NotFound, PermissionDenied, Unauthenticated, ValidationFailed
 from podstack.server.audit import service as audit
+from podstack.server.auth import token_cache
 from podstack.server.auth.models import ApiToken, User
 from podstack.server.auth.principal import ROLES, Principal
 from podstack.server.db.base import utcnow
@@ -156,6 +157,7 @@ def set_role(session: Session, actor: str, username: str, role: str) -> User:
     if before == "admin" and role != "admin":
         _ensure_other_admin(session, user)
     user.role = role
+    token_cache.mark_auth_changed(session)
     audit.record(
         session, actor, "user.set_role", "user", username, {"role": before}, {"role": role}
     )
@@ -168,6 +170,7 @@ def set_disabled(session: Session, actor: str, username: str, disabled: bool) ->
         _ensure_other_admin(session, user)
     before = user.disabled
     user.disabled = disabled
+    token_cache.mark_auth_changed(session)
     audit.record(
         session,
         actor,
@@ -348,6 +351,7 @@ def revoke_token(session: Session, principal: Principal, token_id: int) -> ApiTo
         raise PermissionDenied("You can only revoke your own tokens.")
     if tok.revoked_at is None:
         tok.revoked_at = utcnow()
+        token_cache.mark_auth_changed(session)
         audit.record(
             session,
             principal.username,
@@ -444,23 +448,71 @@ def visible_tokens(
     return list(session.scalars(q))
 
 
-def authenticate_token(session: Session, raw: str) -> Principal:
-    tok = session.scalar(select(ApiToken).where(ApiToken.token_hash == hash_token(raw)))
+@dataclass(frozen=True)
+class TokenCheck:
+    principal: Principal
+    expires_at: datetime | None
+    stale: bool  # last_used_at is older than the resolution: call ``touch_token``
+
+
+def resolve_token(session: Session, raw: str) -> TokenCheck:
+    """The caller a raw token stands for. Reads only: it runs for every request whose token
+    is not cached, so one indexed join and no write lock (on SQLite a write transaction per
+    request would queue every reader behind the writer lock)."""
+    row = session.execute(
+        select(
+            ApiToken.id,
+            ApiToken.scope,
+            ApiToken.expires_at,
+            ApiToken.revoked_at,
+            ApiToken.last_used_at,
+            User.id,
+            User.username,
+            User.role,
+            User.disabled,
+        )
+        .join(User, User.id == ApiToken.user_id)
+        .where(ApiToken.token_hash == hash_token(raw))
+    ).one_or_none()
     now = utcnow()
-    if tok is None:
+    if row is None:
         raise Unauthenticated("Invalid API token.")
-    if tok.revoked_at is not None:
+    tok_id, scope, expires_at, revoked_at, last_used_at, user_id, username, role, disabled = row
+    if revoked_at is not None:
         raise Unauthenticated("This API token has been revoked.")
-    if tok.expires_at is not None and tok.expires_at <= now:
+    if expires_at is not None and expires_at <= now:
         raise Unauthenticated("This API token has expired.")
-    user = tok.user
-    if user.disabled:
+    if disabled:
         raise Unauthenticated("This user is disabled.")
-    if tok.last_used_at is None or now - tok.last_used_at > _LAST_USED_RESOLUTION:
-        tok.last_used_at = now
-    return Principal(
-        username=user.username, role=user.role, user_id=user.id, scope=tok.scope, token_id=tok.id
+    stale = last_used_at is None or now - last_used_at > _LAST_USED_RESOLUTION
+    principal = Principal(
+        username=username, role=role, user_id=user_id, scope=scope, token_id=tok_id
     )
+    return TokenCheck(principal, expires_at, stale)
+
+
+def touch_token(session: Session, token_id: int) -> None:
+    """Records use, at most once per ``_LAST_USED_RESOLUTION`` per token: the condition is in
+    the UPDATE, so concurrent requests (or replicas) seeing the same stale value write once."""
+    now = utcnow()
+    session.execute(
+        update(ApiToken)
+        .where(
+            ApiToken.id == token_id,
+            (ApiToken.last_used_at.is_(None))
+            | (ApiToken.last_used_at < now - _LAST_USED_RESOLUTION),
+        )
+        .values(last_used_at=now)
+        .execution_options(synchronize_session=False)
+    )
+
+
+def authenticate_token(session: Session, raw: str) -> Principal:
+    """``resolve_token`` + ``touch_token`` in one (write) session: for sign-in."""
+    check = resolve_token(session, raw)
+    if check.stale and check.principal.token_id is not None:
+        touch_token(session, check.principal.token_id)
+    return check.principal
 
 
 def token_is_active(session: Session, token_id: int) -> bool:
