@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+from datetime import datetime, timedelta, timezone
+from typing import Any
 
 import pytest
 
@@ -51,6 +53,36 @@ def test_metric_history_and_special_values(client: MLOpsClient) -> None:
     summary = client.get_run(run.id).metrics
     assert summary["loss"] == pytest.approx(0.2)
     assert summary["weird"] == -math.inf  # latest = highest step
+
+
+def test_log_metric_points_round_trip(client: MLOpsClient) -> None:
+    """A whole history in one call (the W1 benchmark's path): values incl. NaN/inf, steps and
+    explicit timestamps read back exactly."""
+    plus1 = timezone(timedelta(hours=1))
+    stamp = datetime(2024, 3, 1, 12, 0, 0, 250001, tzinfo=plus1)
+    special = [math.nan, math.inf, -math.inf]
+    points: list[dict[str, Any]] = [
+        {"key": f"k{k}", "value": s / 7 + k, "step": s} for s in range(100) for k in range(3)
+    ]
+    points += [{"key": "special", "value": v, "step": i} for i, v in enumerate(special)]
+    points.append({"key": "stamped", "value": 1.0, "step": 5, "timestamp": stamp})
+    with client.start_run("points") as run:
+        client.log_metric_points(run.id, points)
+    hist = client.get_metric_history(run.id, "k2")
+    assert [(p.step, p.value) for p in hist] == [(s, s / 7 + 2) for s in range(100)]
+    got = [p.value for p in client.get_metric_history(run.id, "special")]
+    assert math.isnan(got[0]) and got[1:] == [math.inf, -math.inf]
+    (stamped,) = client.get_metric_history(run.id, "stamped")
+    assert stamped.timestamp == stamp and stamped.step == 5
+    summary = client.get_run(run.id).metrics
+    assert summary["k1"] == 99 / 7 + 1 and summary["special"] == -math.inf
+
+
+def test_log_metric_points_bad_key_is_rejected_whole(client: MLOpsClient) -> None:
+    run = client.create_run("points-bad")
+    with pytest.raises(ValidationFailed, match=r"points\.1\.key"):
+        client.log_metric_points(run.id, [{"key": "a", "value": 1.0}, {"key": "a b!", "value": 2}])
+    assert client.get_run(run.id).metrics == {}
 
 
 def test_latest_metric_is_highest_step_not_last_logged(client: MLOpsClient) -> None:

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import math
 from datetime import datetime
 from enum import StrEnum
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, NotRequired
 
-from pydantic import BeforeValidator, Field, StringConstraints, field_validator
+from pydantic import ConfigDict, Field, StringConstraints, field_validator
+from typing_extensions import TypedDict
 
 from podstack.schemas.common import Description, Input, Key, Schema
 
@@ -21,20 +21,12 @@ TagValue = Annotated[str, StringConstraints(max_length=5000)]
 ParamValue = Annotated[str, StringConstraints(max_length=6000)]
 
 
-def _float_or_special(v: Any) -> Any:
-    """JSON has no NaN/Infinity, so the wire carries them as strings; accept both spellings."""
-    if isinstance(v, str):
-        low = v.strip().lower()
-        if low in ("nan",):
-            return math.nan
-        if low in ("inf", "+inf", "infinity", "+infinity"):
-            return math.inf
-        if low in ("-inf", "-infinity"):
-            return -math.inf
-    return v
-
-
-MetricValue = Annotated[float, BeforeValidator(_float_or_special)]
+# JSON has no NaN/Infinity, so the wire carries them as strings ("NaN", "Infinity",
+# "-Infinity"; also "nan", "inf", "+inf", "-inf", any case, surrounding blanks). pydantic-core's
+# own float validator accepts all of these in lax mode (``allow_inf_nan`` is on by default), and
+# the bare JSON literals NaN/Infinity too, so no Python validator runs per value: a 1,000-point
+# request used to call one 1,000 times (issue 8). test_metric_value_spellings pins the spellings.
+MetricValue = float
 
 
 class RunStatus(StrEnum):
@@ -108,14 +100,30 @@ class LogParams(Input):
         return out
 
 
+Step = Annotated[int, Field(ge=0, le=2**62)]
+
+
+class MetricPointIn(TypedDict):
+    """One point of ``LogMetrics.points``. A TypedDict rather than a model: validating 1,000 of
+    them builds plain dicts, ~30% cheaper than 1,000 model instances (issue 8). Unknown keys
+    are dropped, as they were for ``MetricPoint``."""
+
+    __pydantic_config__ = ConfigDict(extra="ignore")  # not LogMetrics' "forbid"
+
+    key: Key
+    value: MetricValue
+    step: NotRequired[Step]  # default 0
+    timestamp: NotRequired[datetime | None]  # default: the time of the request
+
+
 class LogMetrics(Input):
     """Either ``metrics`` (key -> value at one ``step``) or explicit ``points``; one request,
     one bulk insert."""
 
     metrics: dict[Key, MetricValue] | None = Field(default=None, max_length=1000)
-    step: int | None = Field(default=None, ge=0, le=2**62)
+    step: Step | None = None
     timestamp: datetime | None = None
-    points: list[MetricPoint] | None = Field(default=None, max_length=100_000)
+    points: list[MetricPointIn] | None = Field(default=None, max_length=100_000)
 
 
 class SetTags(Input):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import and_, exists, select
@@ -242,39 +242,38 @@ def log_params(s: Session, actor: str, run_id: str, params: dict[str, str]) -> N
         audit.record(s, actor, "run.log_params", "run", run_id, None, {"params": new})
 
 
-def _db_value(v: float) -> float | None:
-    return None if math.isnan(v) else v  # NULL encodes NaN (SQLite cannot store NaN)
+def _aware(ts: datetime) -> datetime:
+    # A naive timestamp from the client means UTC (UTCDateTime stores it so); made aware here
+    # so it compares with the server's aware "now" when picking the latest point of a key.
+    return ts if ts.tzinfo is not None else ts.replace(tzinfo=UTC)
 
 
 def log_metrics(s: Session, actor: str, run_id: str, body: sch.LogMetrics) -> int:
     require_active_run(s, run_id)
     now = utcnow()
-    rows: list[dict[str, Any]] = []
+    # Plain tuples in repo.METRIC_COLUMNS order: this loop runs once per point (issue 8).
+    rows: list[repo.MetricRow] = []
     if body.metrics:
         step = body.step or 0
-        ts = body.timestamp or now
-        rows += [
-            {"run_id": run_id, "key": k, "value": _db_value(v), "step": step, "timestamp": ts}
-            for k, v in body.metrics.items()
-        ]
-    for p in body.points or []:
-        rows.append(
-            {
-                "run_id": run_id,
-                "key": p.key,
-                "value": _db_value(p.value),
-                "step": p.step,
-                "timestamp": p.timestamp or now,
-            }
-        )
+        ts = _aware(body.timestamp) if body.timestamp else now
+        rows += [(run_id, k, v if v == v else None, step, ts) for k, v in body.metrics.items()]
+    if body.points:
+        for p in body.points:
+            v = p["value"]
+            ts = p.get("timestamp")
+            ts = now if ts is None else _aware(ts)
+            # v != v only for NaN: NULL encodes it (SQLite cannot store NaN).
+            rows.append((run_id, p["key"], v if v == v else None, p.get("step", 0), ts))
     if not rows:
         raise ValidationFailed("No metrics given: send 'metrics' or 'points'.", {})
     repo.insert_metrics(s, rows)
-    latest: dict[str, dict[str, Any]] = {}
+    # Per key, the point with the highest step, the latest timestamp on ties (later in the
+    # request wins a full tie, as the upsert's >= does across requests).
+    latest: dict[str, repo.MetricRow] = {}
     for r in rows:
-        cur = latest.get(r["key"])
-        if cur is None or (r["step"], r["timestamp"]) >= (cur["step"], cur["timestamp"]):
-            latest[r["key"]] = r
+        cur = latest.get(r[1])
+        if cur is None or r[3] > cur[3] or (r[3] == cur[3] and r[4] >= cur[4]):
+            latest[r[1]] = r
     repo.upsert_latest(s, list(latest.values()))
     audit.record(
         s,
