@@ -30,17 +30,24 @@ def record(
     before: dict[str, Any] | None = None,
     after: dict[str, Any] | None = None,
 ) -> None:
-    session.add(
-        AuditEvent(
-            at=utcnow(),
-            actor=actor,
-            action=action,
-            target_type=target_type,
-            target_id=str(target_id),
-            before=_scrub(before),
-            after=_scrub(after),
-        )
+    # A Core INSERT on the table, not ``session.add``: the ORM would flush the row with
+    # RETURNING (to learn an id nobody here needs) and unit-of-work bookkeeping, ~0.2 ms on
+    # every write request. Same columns, same type processing, same transaction.
+    session.execute(
+        _INSERT,
+        {
+            "at": utcnow(),
+            "actor": actor,
+            "action": action,
+            "target_type": target_type,
+            "target_id": str(target_id),
+            "before": _scrub(before),
+            "after": _scrub(after),
+        },
     )
+
+
+_INSERT = AuditEvent.__table__.insert()
 
 
 def list_events(
