@@ -209,7 +209,9 @@ def worker_app() -> FastAPI:
     """App factory for ``--workers N``: each worker process builds its app from the env."""
     from podstack.server.app import create_app
 
-    return create_app(Settings())
+    app = create_app(Settings())
+    app.state.warm_up = True
+    return app
 
 
 def _announce_when_ready(url: str, announce: Callable[[], None], timeout: float = 120) -> None:
@@ -292,7 +294,9 @@ def serve(
     if workers == 1:
         from podstack.server.app import create_app
 
-        config = uvicorn.Config(create_app(app_settings), **uv_options)
+        app = create_app(app_settings)
+        app.state.warm_up = True
+        config = uvicorn.Config(app, **uv_options)
     else:
         # Several processes: this one binds and supervises; each worker rebuilds the same
         # settings from the environment.
