@@ -39,9 +39,10 @@ def test_full_flow_typed(client: MLOpsClient, tmp_path: Path) -> None:
     assert isinstance(v, ModelVersion)
     assert v.version == 1 and isinstance(v.version, int) and v.tags == {"n": "1"}
     assert v.uri == "models:/sdk-model/1" and v.run_id == run_id
-    assert v.source_run is not None and v.source_run.metrics == {"accuracy": 0.9}
-    v2 = client.create_model_version("sdk-model", run_id, "model.pt", parent=v)
+    assert v.source_run is None and v.files is None  # lean unless detail=True
+    v2 = client.create_model_version("sdk-model", run_id, "model.pt", parent=v, detail=True)
     assert v2.version == 2 and v2.parent is not None and v2.parent.version == 1
+    assert v2.source_run is not None and v2.source_run.metrics == {"accuracy": 0.9}
 
     assert client.transition_model_version_stage("sdk-model", 1, "staging").stage == "Staging"
     v = client.transition_model_version_stage(
@@ -96,6 +97,33 @@ def test_models_uris_work_wherever_a_version_is_taken(client: MLOpsClient, tmp_p
         client.get_model_version("uri-model", 0)
     with pytest.raises(NotFound, match="no alias"):
         client.get_model_version("uri-model", "models:/uri-model@nope")
+
+
+def test_alias_and_create_are_lean_unless_detail(client: MLOpsClient, tmp_path: Path) -> None:
+    run_id = _run(client, tmp_path, {"model.pt": b"w1"}, accuracy=0.5)
+    v = client.create_model_version("lean-sdk", run_id, "model.pt", tags={"k": "v"})
+    assert (v.version, v.tags, v.aliases) == (1, {"k": "v"}, [])
+    assert v.files is None and v.source_run is None
+    full = client.create_model_version("lean-sdk", run_id, "model.pt", detail=True)
+    assert full.version == 2 and [f.path for f in full.files or []] == ["model.pt"]
+    assert full.source_run is not None and full.source_run.metrics == {"accuracy": 0.5}
+    client.set_model_alias("lean-sdk", "champion", 1)
+    client.log_model_version_metrics("lean-sdk", 1, {"val_acc": 0.8})
+    got = client.get_model_by_alias("lean-sdk", "champion")
+    assert (got.version, got.tags, got.aliases) == (1, {"k": "v"}, ["champion"])
+    assert got.validation_metrics == {"val_acc": 0.8}
+    assert got.files is None and got.source_run is None
+    detailed = client.get_model_by_alias("lean-sdk", "champion", detail=True)
+    assert detailed == client.get_model_version("lean-sdk", 1)
+    assert detailed.model_copy(update={"files": None, "source_run": None}) == got
+    assert detailed.source_run is not None and detailed.source_run.id == run_id
+    # Reserved aliases and past dates take the same switch.
+    assert client.get_model_by_alias("lean-sdk", "latest").files is None
+    assert client.get_model_by_alias("lean-sdk", "v2", detail=True).files == full.files
+    with pytest.raises(NotFound, match="no alias 'nope'"):
+        client.get_model_by_alias("lean-sdk", "nope")
+    with pytest.raises(NotFound, match="'missing-model' does not exist"):
+        client.get_model_by_alias("missing-model", "champion")
 
 
 def test_aliases_history_and_rollback(client: MLOpsClient, tmp_path: Path) -> None:

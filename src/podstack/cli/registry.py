@@ -240,7 +240,13 @@ def versions_create(
         tags[key] = value
     with _client(url, token) as c:
         v = c.create_model_version(
-            name, run_id, artifact_path, description=description, tags=tags, parent=parent
+            name,
+            run_id,
+            artifact_path,
+            description=description,
+            tags=tags,
+            parent=parent,
+            detail=True,  # the message counts the files
         )
     console.print(
         f"Created {escape(v.model_name)} version {v.version} ({len(v.files or [])} files)."

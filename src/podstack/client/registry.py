@@ -183,10 +183,14 @@ class RegistryAPI(BaseClient):
         description: str | None = None,
         tags: Mapping[str, Any] | None = None,
         parent: str | sch.ModelVersion | tuple[str, int] | None = None,
+        detail: bool = False,
     ) -> sch.ModelVersion:
         """Registers ``artifact_path`` (a file or directory) of run ``source_run_id`` as the
         next version of ``model_name`` (registering the model if needed). ``tags`` are
-        key/value; ``parent`` is the version it was fine-tuned from."""
+        key/value; ``parent`` is the version it was fine-tuned from.
+
+        Returns the lean version (no ``files``, no ``source_run``) unless ``detail=True``;
+        ``get_model_version`` always has both."""
         if isinstance(parent, sch.ModelVersion):
             parent = parent.uri
         elif isinstance(parent, tuple):
@@ -199,7 +203,12 @@ class RegistryAPI(BaseClient):
             "parent": parent,
         }
         return sch.ModelVersion.model_validate(
-            self._request("POST", f"{_model_path(model_name)}/versions", json=body)
+            self._request(
+                "POST",
+                f"{_model_path(model_name)}/versions",
+                json=body,
+                params={"detail": "true"} if detail else None,
+            )
         )
 
     def get_model_version(self, model_name: str, version: VersionRef = None) -> sch.ModelVersion:
@@ -340,15 +349,22 @@ class RegistryAPI(BaseClient):
         return [sch.ModelAlias.model_validate(r) for r in rows]
 
     def get_model_by_alias(
-        self, model_name: str, alias: str, at: datetime | str | None = None
+        self,
+        model_name: str,
+        alias: str,
+        at: datetime | str | None = None,
+        detail: bool = False,
     ) -> sch.ModelVersion:
         """The version ``alias`` points at (``latest`` and ``v<N>`` always work), now or as
-        of date ``at`` (a naive datetime is local time)."""
+        of date ``at`` (a naive datetime is local time).
+
+        The lean version (tags, validation metrics, aliases; no ``files``, no
+        ``source_run``) unless ``detail=True``; ``get_model_version`` always has both."""
         return sch.ModelVersion.model_validate(
             self._request(
                 "GET",
                 f"{_model_path(model_name)}/aliases/{_seg(alias)}",
-                params={"at": _when(at)},
+                params={"at": _when(at), "detail": "true" if detail else None},
             )
         )
 

@@ -127,7 +127,8 @@ class ModelVersion(Schema):
     tags: dict[str, str] = Field(default_factory=dict)
     validation_metrics: dict[str, MetricValue] = Field(default_factory=dict)
     aliases: list[str] = Field(default_factory=list)
-    # Only on single-version responses (not in lists):
+    # Only on detailed single-version responses (get_model_version; alias resolution and
+    # version creation with detail=true), never in lists:
     source_run: SourceRun | None = None
     files: list[VersionFile] | None = None
     pending_request: PendingRequest | None = None

@@ -62,6 +62,15 @@ def _capability_modules(name: str) -> list[ModuleType]:
     return found
 
 
+_HOT_ROUTERS = ("registry", "tracking", "artifacts")
+
+
+def _hot_first(mod: ModuleType) -> tuple[int, str]:
+    capability = mod.__name__.split(".")[-2]
+    rank = _HOT_ROUTERS.index(capability) if capability in _HOT_ROUTERS else len(_HOT_ROUTERS)
+    return rank, capability
+
+
 def _session_secret(settings: Settings) -> str:
     """A configured secret (required for several replicas), else one kept in PODSTACK_HOME."""
     if settings.session_secret:
@@ -187,7 +196,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     _capability_modules("sinks")
     app.include_router(health.router)
     apidocs.install(app, API_PREFIX)
-    for mod in _capability_modules("endpoints"):
+    # Routes are matched in order, one router after another: the routers SDK clients call in
+    # loops go first (matching was ~20% of a registry lookup's server time behind the others).
+    for mod in sorted(_capability_modules("endpoints"), key=_hot_first):
         app.include_router(mod.router, prefix=API_PREFIX, responses=ERROR_RESPONSES)
     try:
         web = importlib.import_module("podstack.server.web.routes")

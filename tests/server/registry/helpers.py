@@ -35,11 +35,19 @@ def make_run(
 
 
 def new_version(
-    api: httpx.Client, model: str, run_id: str, path: str = "model.pt", **extra: Any
+    api: httpx.Client,
+    model: str,
+    run_id: str,
+    path: str = "model.pt",
+    *,
+    detail: bool = False,
+    **extra: Any,
 ) -> dict[str, Any]:
+    """Creates a version; the reply is the lean view unless ``detail`` (files, source run)."""
     r = api.post(
         f"/registered-models/{model}/versions",
         json={"source_run_id": run_id, "artifact_path": path, **extra},
+        params={"detail": "true"} if detail else None,
     )
     assert r.status_code == 201, r.text
     return r.json()

@@ -31,6 +31,7 @@ def test_version_from_a_file_shows_run_params_metrics_and_snapshot(api: httpx.Cl
         "model.pt",
         description="Fine-tuned on customer reviews dataset",
         tags={"team": "nlp"},
+        detail=True,
     )
     assert v["version"] == 1 and isinstance(v["version"], int)
     assert v["stage"] == "None"
@@ -43,9 +44,41 @@ def test_version_from_a_file_shows_run_params_metrics_and_snapshot(api: httpx.Cl
     assert v["source_run"]["metrics"] == {"accuracy": 0.94, "f1": 0.92}
     assert v["source_run"]["experiment_name"] == "registry-exp"
     assert v["source_run"]["status"] == "FINISHED"
+    assert api.get("/registered-models/sentiment-classifier/versions/1").json() == v
     # Lists carry the summary only.
     listed = api.get("/registered-models/sentiment-classifier/versions").json()["items"]
     assert listed[0]["files"] is None and listed[0]["source_run"] is None
+
+
+def test_create_answers_the_lean_view_unless_detail_is_asked(api: httpx.Client) -> None:
+    run = make_run(api, {"model.pt": b"weights"}, params={"lr": 0.1}, metrics={"acc": 0.9})
+    base = new_version(api, "base-model", run)
+    lean = new_version(
+        api,
+        "lean-model",  # auto-registered
+        run,
+        description="d",
+        tags={"team": "nlp", "b": "2"},
+        parent="models:/base-model/1",
+    )
+    # What list entries carry, built without reading the version back: the same as a read.
+    assert lean["files"] is None and lean["source_run"] is None
+    assert lean["tags"] == {"team": "nlp", "b": "2"} and lean["parent"] == {
+        "model_name": "base-model",
+        "version": 1,
+    }
+    assert lean["validation_metrics"] == {} and lean["aliases"] == []
+    listed = api.get("/registered-models/lean-model/versions").json()["items"]
+    assert listed == [lean]
+    full = api.get("/registered-models/lean-model/versions/1").json()
+    assert full | {"files": None, "source_run": None} == lean
+    assert full["files"] == [{"path": "model.pt", "size": 7, "sha256": _sha(b"weights")}]
+    assert full["source_run"]["params"] == {"lr": "0.1"}
+    assert base["files"] is None and base["version"] == 1
+    detailed = new_version(api, "lean-model", run, detail=True)
+    assert detailed["version"] == 2 and detailed["files"] == full["files"]
+    assert detailed["source_run"] == full["source_run"]
+    assert api.get("/registered-models/lean-model/versions/2").json() == detailed
 
 
 def test_directory_and_whole_run_artifacts(api: httpx.Client) -> None:
@@ -56,18 +89,18 @@ def test_directory_and_whole_run_artifacts(api: httpx.Client) -> None:
         "README": b"r",
     }
     run = make_run(api, files)
-    v = new_version(api, "dir-model", run, "checkpoints/")
+    v = new_version(api, "dir-model", run, "checkpoints/", detail=True)
     assert v["artifact_path"] == "checkpoints"
     assert [f["path"] for f in v["files"]] == ["best_model.pt", "config/params.json"]
-    single = new_version(api, "dir-model", run, "checkpoints/best_model.pt")
+    single = new_version(api, "dir-model", run, "checkpoints/best_model.pt", detail=True)
     assert [f["path"] for f in single["files"]] == ["best_model.pt"]
-    whole = new_version(api, "dir-model", run, "")
+    whole = new_version(api, "dir-model", run, "", detail=True)
     assert sorted(f["path"] for f in whole["files"]) == sorted(files)
 
 
 def test_snapshot_is_immutable_when_the_run_changes(api: httpx.Client) -> None:
     run = make_run(api, {"model.pt": b"v1"}, finish=False)
-    v = new_version(api, "snap", run)
+    v = new_version(api, "snap", run, detail=True)
     # The run is still RUNNING, so its artifact can be overwritten — the version must not move.
     assert api.put(f"/runs/{run}/artifacts/model.pt", content=b"v2-changed").status_code == 201
     assert api.put(f"/runs/{run}/artifacts/extra.bin", content=b"new").status_code == 201

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
+from typing import NamedTuple
 
 from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.orm import Session
@@ -55,8 +56,36 @@ def mark_read(s: Session, user_id: int, ids: Sequence[int] | None, at: datetime)
 # ---------------------------------------------------------------- webhooks
 
 
-def enabled_webhooks(s: Session) -> Sequence[Webhook]:
-    return s.scalars(select(Webhook).where(Webhook.enabled.is_(True))).all()
+class WebhookTarget(NamedTuple):
+    """What matching an event against a webhook needs (not the secret, URL, ...)."""
+
+    id: str
+    events: list[str]
+    model_names: list[str]
+
+
+_ENABLED_KEY = "podstack.enabled_webhooks"
+# Plain columns, not ORM objects: nothing to track, and no secret loaded for nothing. Built
+# once: it runs on every event.
+_ENABLED = select(Webhook.id, Webhook.events, Webhook.model_names).where(Webhook.enabled.is_(True))
+
+
+def enabled_webhooks(s: Session) -> list[WebhookTarget]:
+    """The enabled webhooks, read once per transaction: every event of a request (a version
+    created with its model, an alias moved with the deployments it rolls) reuses the first
+    read. Nothing is kept across transactions, so a webhook another replica created is
+    seen by the next request. Changes in this transaction call ``forget_enabled_webhooks``.
+    """
+    cached = s.info.get(_ENABLED_KEY)
+    if cached is not None and cached[0] is s.get_transaction():
+        return cached[1]
+    rows = [WebhookTarget(i, ev or [], names or []) for i, ev, names in s.execute(_ENABLED)]
+    s.info[_ENABLED_KEY] = (s.get_transaction(), rows)  # begun by the query, if not before
+    return rows
+
+
+def forget_enabled_webhooks(s: Session) -> None:
+    s.info.pop(_ENABLED_KEY, None)
 
 
 def list_webhooks(s: Session) -> Sequence[Webhook]:

@@ -233,7 +233,9 @@ def validate_model_names(names: Sequence[str]) -> list[str]:
     return out
 
 
-def event_matches(webhook: Webhook, event_type: str, model_name: str | None) -> bool:
+def event_matches(
+    webhook: Webhook | repo.WebhookTarget, event_type: str, model_name: str | None
+) -> bool:
     if webhook.model_names and model_name not in webhook.model_names:
         return False
     for pattern in webhook.events or []:
@@ -275,6 +277,7 @@ def create_webhook(s: Session, actor: str, body: sch.WebhookCreate) -> tuple[Web
     )
     s.add(hook)
     s.flush()
+    repo.forget_enabled_webhooks(s)
     audit.record(
         s, actor, "webhook.create", "webhook", hook.id, None, model_to_dict(hook, _WEBHOOK_FIELDS)
     )
@@ -283,6 +286,7 @@ def create_webhook(s: Session, actor: str, body: sch.WebhookCreate) -> tuple[Web
 
 def update_webhook(s: Session, actor: str, webhook_id: str, body: sch.WebhookUpdate) -> Webhook:
     hook = get_webhook(s, webhook_id)
+    repo.forget_enabled_webhooks(s)
     before = model_to_dict(hook, _WEBHOOK_FIELDS)
     changes = body.model_dump(exclude_unset=True)
     if "url" in changes:
@@ -310,6 +314,7 @@ def delete_webhook(s: Session, actor: str, webhook_id: str) -> None:
     hook = get_webhook(s, webhook_id)
     before = model_to_dict(hook, _WEBHOOK_FIELDS)
     s.delete(hook)
+    repo.forget_enabled_webhooks(s)
     audit.record(s, actor, "webhook.delete", "webhook", webhook_id, before, None)
 
 

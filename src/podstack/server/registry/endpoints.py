@@ -28,6 +28,11 @@ router = APIRouter(tags=["registry"])
 M = "/registered-models/{name}"
 V = M + "/versions/{version}"
 Limit = Annotated[int, Query(ge=1, le=1000)]
+# Hot paths (alias resolution, version creation) answer with the lean version view, like
+# list entries; the files and the source run's params/metrics cost several queries more.
+Detail = Annotated[
+    bool, Query(description="Include the version's files and its source run (params, metrics)")
+]
 OCTET_STREAM = {
     "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}
 }
@@ -128,10 +133,19 @@ def version_by_stage(
 # ---------------------------------------------------------------- versions
 
 
+def _json(view: sch.ModelVersion, status_code: int = 200) -> Response:
+    """The hot paths serialise their answer themselves, in the endpoint's worker thread: a
+    returned model is validated again by FastAPI, in one more threadpool hop, before being
+    serialised (the documented response_model stays what the route declares)."""
+    return Response(view.model_dump_json(), status_code, media_type="application/json")
+
+
 @router.post(M + "/versions", status_code=201, response_model=sch.ModelVersion)
-def create_version(name: str, body: sch.ModelVersionCreate, ctx: EditorCtx) -> sch.ModelVersion:
+def create_version(
+    name: str, body: sch.ModelVersionCreate, ctx: EditorCtx, detail: Detail = False
+) -> Response:
     with ctx.write() as s:
-        m, mv = service.create_version(
+        new = service.add_version(
             s,
             ctx.actor,
             name,
@@ -141,7 +155,8 @@ def create_version(name: str, body: sch.ModelVersionCreate, ctx: EditorCtx) -> s
             tags=dict(body.tags),
             parent=body.parent,
         )
-        return views.version_view(s, m, mv)
+        view = views.new_version_view(s, new, detail=detail)
+    return _json(view, 201)  # after the commit: a failing commit must not answer 201
 
 
 @router.get(M + "/versions", response_model=Page[sch.ModelVersion])
@@ -339,10 +354,11 @@ def get_by_alias(
     alias: str,
     ctx: ViewerCtx,
     at: Annotated[datetime | None, Query(description="Resolve as of this date/time")] = None,
-) -> sch.ModelVersion:
+    detail: Detail = False,
+) -> Response:
     with ctx.read() as s:
         m, mv = service.version_by_alias(s, name, alias, at)
-        return views.version_view(s, m, mv)
+        return _json(views.version_view(s, m, mv, detail=detail))
 
 
 @router.delete(M + "/aliases/{alias}", status_code=204)

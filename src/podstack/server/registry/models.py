@@ -18,6 +18,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -32,6 +33,17 @@ class RegisteredModel(Base):
     __table_args__ = (
         # "Sort by last update" with keyset pagination on (updated_at, id).
         Index("ix_registered_models_updated", "updated_at", "id"),
+        # Case-insensitive name-prefix search: "starts with q" is a range of this index
+        # (migration 0007; "C" order on PostgreSQL, where only code point order makes a
+        # prefix one contiguous range).
+        Index("ix_registered_models_lower_name", text("lower(name)"), "name").ddl_if(
+            dialect="sqlite"
+        ),
+        Index(
+            "ix_registered_models_lower_name",
+            text('(lower(name) COLLATE "C")'),
+            text('(name COLLATE "C")'),
+        ).ddl_if(dialect="postgresql"),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)

@@ -7,10 +7,26 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, delete, exists, func, or_, select
+from sqlalchemy import (
+    Float,
+    String,
+    and_,
+    bindparam,
+    cast,
+    delete,
+    exists,
+    func,
+    insert,
+    literal,
+    null,
+    or_,
+    select,
+    union_all,
+    update,
+)
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.orm import Session, aliased
+from sqlalchemy.orm import Session, aliased, make_transient_to_detached
 
 from podstack.server.registry.models import (
     AliasHistory,
@@ -56,13 +72,15 @@ def models_by_ids(s: Session, ids: Iterable[int]) -> dict[int, RegisteredModel]:
 def labels_of(s: Session, model_ids: Sequence[int]) -> dict[int, list[str]]:
     out: dict[int, list[str]] = {m: [] for m in model_ids}
     if model_ids:
+        # Plain (model_id, label) tuples: a page of 100 models costs a third of loading
+        # ORM objects.
         q = (
-            select(ModelLabel)
+            select(ModelLabel.model_id, ModelLabel.label)
             .where(ModelLabel.model_id.in_(list(model_ids)))
             .order_by(ModelLabel.model_id, ModelLabel.label)
         )
-        for row in s.scalars(q):
-            out[row.model_id].append(row.label)
+        for model_id, label in s.execute(q):
+            out[model_id].append(label)
     return out
 
 
@@ -71,6 +89,26 @@ def replace_labels(s: Session, model_id: int, labels: Sequence[str]) -> None:
     if labels:
         s.add_all(ModelLabel(model_id=model_id, label=lab) for lab in labels)
     s.flush()
+
+
+def _prefix_bounds(q: str) -> tuple[str, str] | None:
+    """``[lo, hi)``: exactly the strings that start with ``q`` in code point order (which is
+    SQLite's BINARY and PostgreSQL's "C" order). None if ``q`` ends in the last code point."""
+    nxt = ord(q[-1]) + 1
+    if nxt == 0xD800:  # skip the surrogates: they cannot be encoded
+        nxt = 0xE000
+    if nxt > 0x10FFFF:
+        return None
+    return q, q[:-1] + chr(nxt)
+
+
+def _lower_name(s: Session) -> tuple[Any, Any]:
+    """(lower(name), name) exactly as ``ix_registered_models_lower_name`` indexes them: in
+    "C" order on PostgreSQL (a prefix is a range only in code point order), BINARY on SQLite."""
+    lname, name = func.lower(RegisteredModel.name), RegisteredModel.name
+    if s.get_bind().dialect.name == "postgresql":
+        return lname.collate("C"), name.collate("C")
+    return lname, name
 
 
 def search_models(
@@ -82,18 +120,18 @@ def search_models(
     order: str,
     limit: int,
     after: list[Any] | None,
-) -> Sequence[RegisteredModel]:
+) -> tuple[list[RegisteredModel], bool]:
     """``order``: "name" (A→Z, keyset on the unique name) or "updated" (newest first,
-    keyset on (updated_at, id))."""
+    keyset on (updated_at, id)). Returns up to ``limit`` models and whether a next page may
+    exist.
+
+    With text ``q`` and order "name", models whose name starts with ``q`` (case-insensitive)
+    come first, A→Z, straight from an index range; then every other match (a substring of
+    the name or the description), A→Z. The matches are the same as a plain substring search;
+    only the prefix matches are found without reading the whole table. A page filled by
+    prefix matches never looks further, so when they end exactly at a page boundary the
+    token is returned unverified and the next page may be empty."""
     stmt = select(RegisteredModel)
-    if q:
-        like = f"%{_escape_like(q.lower())}%"
-        stmt = stmt.where(
-            or_(
-                func.lower(RegisteredModel.name).like(like, escape="\\"),
-                func.lower(RegisteredModel.description).like(like, escape="\\"),
-            )
-        )
     if stage:
         stmt = stmt.where(
             exists().where(ModelVersion.model_id == RegisteredModel.id, ModelVersion.stage == stage)
@@ -102,6 +140,18 @@ def search_models(
         stmt = stmt.where(
             exists().where(ModelLabel.model_id == RegisteredModel.id, ModelLabel.label == label)
         )
+    if q:
+        ql = q.lower()
+        like = f"%{_escape_like(ql)}%"
+        stmt = stmt.where(
+            or_(
+                func.lower(RegisteredModel.name).like(like, escape="\\"),
+                func.lower(RegisteredModel.description).like(like, escape="\\"),
+            )
+        )
+        bounds = _prefix_bounds(ql)
+        if order == "name" and bounds is not None:
+            return _search_prefix_first(s, stmt, bounds, limit, after)
     if order == "updated":
         if after:
             at, mid = after
@@ -116,7 +166,41 @@ def search_models(
         if after:
             stmt = stmt.where(RegisteredModel.name > after[0])
         stmt = stmt.order_by(RegisteredModel.name)
-    return s.scalars(stmt.limit(limit + 1)).all()
+    rows = list(s.scalars(stmt.limit(limit + 1)))
+    return rows[:limit], len(rows) > limit
+
+
+def _search_prefix_first(
+    s: Session, stmt: Any, bounds: tuple[str, str], limit: int, after: list[Any] | None
+) -> tuple[list[RegisteredModel], bool]:
+    """Phase 1: name-prefix matches in (lower(name), name) order, an index range. Phase 2:
+    the other matches in name order (this one reads the table). The page token is the last
+    name; which phase it belongs to follows from the name itself."""
+    from sqlalchemy import tuple_
+
+    lname, cname = _lower_name(s)
+    lo, hi = bounds
+    is_prefix = and_(lname >= lo, lname < hi)
+    in_phase_2 = False
+    if after:
+        # lower() of the token as the database computes it (SQLite folds ASCII only).
+        after_l = s.scalar(select(func.lower(literal(after[0]))))
+        in_phase_2 = not (after_l is not None and lo <= after_l < hi)
+    rows: list[RegisteredModel] = []
+    if not in_phase_2:
+        p1 = stmt.where(is_prefix)
+        if after:
+            p1 = p1.where(tuple_(lname, cname) > tuple_(func.lower(literal(after[0])), after[0]))
+        rows = list(s.scalars(p1.order_by(lname, cname).limit(limit + 1)))
+        if len(rows) >= limit:
+            # A page full of prefix matches does not scan the table for the others now: it
+            # says "maybe more", and the next page (possibly empty) looks.
+            return rows[:limit], True
+    p2 = stmt.where(~is_prefix)
+    if in_phase_2 and after:
+        p2 = p2.where(RegisteredModel.name > after[0])
+    rows += s.scalars(p2.order_by(RegisteredModel.name).limit(limit + 1 - len(rows)))
+    return rows[:limit], len(rows) > limit
 
 
 # ---------------------------------------------------------------- versions
@@ -274,7 +358,7 @@ def upsert_metrics(s: Session, rows: list[dict[str, Any]]) -> None:
 def add_files(s: Session, version_id: int, files: list[tuple[str, int, str]]) -> None:
     if files:
         s.execute(
-            _insert_for(s, VersionFile),
+            insert(VersionFile.__table__),  # plain Core: no ORM bulk-insert bookkeeping
             [{"version_id": version_id, "path": p, "size": n, "sha256": h} for p, n, h in files],
         )
 
@@ -408,3 +492,145 @@ def model_alias_page(
         q = q.where(or_(AliasHistory.at < at, and_(AliasHistory.at == at, AliasHistory.id < rid)))
     q = q.order_by(AliasHistory.at.desc(), AliasHistory.id.desc()).limit(limit)
     return list(s.scalars(q))
+
+
+# ---------------------------------------------------------------- hot paths (one statement each)
+# Built once at import with bound parameters: constructing a statement costs more Python than
+# running one of these indexed lookups on SQLite, and a prebuilt statement also keeps its
+# compiled-cache key.
+
+_ALLOCATE_VERSION = (
+    update(RegisteredModel)
+    .where(RegisteredModel.name == bindparam("model_name"))
+    .values(next_version=RegisteredModel.next_version + 1, updated_at=bindparam("at"))
+    .returning(RegisteredModel)
+    .execution_options(populate_existing=True, synchronize_session=False)
+)
+
+
+def allocate_version(s: Session, name: str, now: datetime) -> RegisteredModel | None:
+    """Takes the next version number of model ``name``: one ``UPDATE ... RETURNING`` that
+    locks the model row (PostgreSQL; SQLite writers are serialised by BEGIN IMMEDIATE),
+    increments ``next_version`` and returns the row, so the number is
+    ``returned.next_version - 1``. None if the model does not exist.
+
+    The row lock is held until commit: concurrent creators of the same model queue here,
+    which (with the unique (model_id, version) key) keeps numbering gap-free.
+    """
+    if not s.get_bind().dialect.update_returning:  # pragma: no cover - SQLite < 3.35
+        m = get_model(s, name, for_update=True)
+        if m is not None:
+            m.next_version += 1
+            m.updated_at = now
+            s.flush()
+        return m
+    return s.scalars(_ALLOCATE_VERSION, {"model_name": name, "at": now}).first()
+
+
+_INSERT_VERSION = insert(ModelVersion.__table__).returning(ModelVersion.__table__.c.id)
+
+
+def insert_version(s: Session, mv: ModelVersion) -> ModelVersion:
+    """Inserts the new version ``mv`` (transient, every column but ``id`` set) with one
+    ``INSERT ... RETURNING id`` and attaches it to the session as the persistent row it now
+    is: the unit of work's flush machinery costs more than the insert for a single row."""
+    if not s.get_bind().dialect.insert_returning:  # pragma: no cover - SQLite < 3.35
+        s.add(mv)
+        s.flush()
+        return mv
+    values = {c.key: getattr(mv, c.key) for c in ModelVersion.__mapper__.column_attrs}
+    del values["id"]
+    mv.id = s.execute(_INSERT_VERSION, values).scalar_one()
+    make_transient_to_detached(mv)
+    s.add(mv)
+    return mv
+
+
+_MODEL_AND_ALIASED_VERSION = (
+    select(RegisteredModel, ModelVersion)
+    .join(ModelAlias, ModelAlias.model_id == RegisteredModel.id)
+    .join(ModelVersion, ModelVersion.id == ModelAlias.version_id)
+    .where(RegisteredModel.name == bindparam("name"), ModelAlias.alias == bindparam("alias"))
+)
+
+
+def model_and_aliased_version(
+    s: Session, name: str, alias: str
+) -> tuple[RegisteredModel, ModelVersion] | None:
+    """Model ``name`` and the version its stored alias ``alias`` points at, in one indexed
+    join (unique name -> alias primary key -> version primary key); None if either is
+    missing (the caller then works out which, for the error message)."""
+    row = s.execute(_MODEL_AND_ALIASED_VERSION, {"name": name, "alias": alias}).first()
+    return None if row is None else (row[0], row[1])
+
+
+_IDS = bindparam("ids", expanding=True)
+_VERSION_EXTRAS = union_all(
+    select(
+        literal(0).label("kind"),
+        VersionTag.version_id.label("vid"),
+        VersionTag.key.label("key"),
+        VersionTag.value.label("text"),
+        cast(null(), Float).label("num"),
+    ).where(VersionTag.version_id.in_(_IDS)),
+    select(
+        literal(1),
+        VersionMetric.version_id,
+        VersionMetric.key,
+        cast(null(), String),
+        VersionMetric.value,
+    ).where(VersionMetric.version_id.in_(_IDS)),
+    select(
+        literal(2),
+        ModelAlias.version_id,
+        ModelAlias.alias,
+        cast(null(), String),
+        cast(null(), Float),
+    ).where(ModelAlias.version_id.in_(_IDS)),
+).order_by("kind", "key")  # aliases listed in name order; tags and metrics by key
+
+
+def version_extras(
+    s: Session, version_ids: Sequence[int]
+) -> tuple[dict[int, dict[str, str]], dict[int, dict[str, float]], dict[int, list[str]]]:
+    """Tags, validation metrics and alias names of versions in one round trip (a UNION ALL
+    of three indexed lookups) instead of three queries. Metric NULL encodes NaN."""
+    tags: dict[int, dict[str, str]] = {v: {} for v in version_ids}
+    metrics: dict[int, dict[str, float]] = {v: {} for v in version_ids}
+    aliases: dict[int, list[str]] = {v: [] for v in version_ids}
+    if not version_ids:
+        return tags, metrics, aliases
+    for kind, vid, key, text, num in s.execute(_VERSION_EXTRAS, {"ids": list(version_ids)}):
+        if kind == 0:
+            tags[vid][key] = text
+        elif kind == 1:
+            metrics[vid][key] = math.nan if num is None else num
+        else:
+            aliases[vid].append(key)
+    return tags, metrics, aliases
+
+
+def version_refs(s: Session, version_ids: Iterable[int]) -> dict[int, tuple[str, int]]:
+    """(model name, version number) per version id, one joined query (parents in views)."""
+    ids = list(set(version_ids))
+    if not ids:
+        return {}
+    q = (
+        select(ModelVersion.id, RegisteredModel.name, ModelVersion.version)
+        .join(RegisteredModel, RegisteredModel.id == ModelVersion.model_id)
+        .where(ModelVersion.id.in_(ids))
+    )
+    return {vid: (name, number) for vid, name, number in s.execute(q)}
+
+
+def files_of_versions(s: Session, version_ids: Sequence[int]) -> dict[int, list[VersionFile]]:
+    out: dict[int, list[VersionFile]] = {v: [] for v in version_ids}
+    if version_ids:
+        q = (
+            select(VersionFile)
+            .where(VersionFile.version_id.in_(list(version_ids)))
+            .order_by(VersionFile.version_id, VersionFile.path)
+        )
+        for f in s.scalars(q):
+            out[f.version_id].append(f)
+    return out

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -34,7 +35,7 @@ from podstack.server.artifacts.paths import validate_artifact_path
 from podstack.server.audit import service as audit
 from podstack.server.db.base import utcnow
 from podstack.server.events import service as events
-from podstack.server.pagination import clamp_limit, decode_token, page_of
+from podstack.server.pagination import clamp_limit, decode_token, encode_token, page_of
 from podstack.server.registry import hooks
 from podstack.server.registry import repository as repo
 from podstack.server.registry.hooks import (
@@ -77,8 +78,10 @@ __all__ = [
     "STAGES",
     "Interception",
     "ModelRef",
+    "NewVersion",
     "TransitionOutcome",
     "TransitionProposal",
+    "add_version",
     "apply_transition",
     "create_version",
     "delete_model",
@@ -147,7 +150,13 @@ def get_model(s: Session, name: str, *, for_update: bool = False) -> RegisteredM
 
 
 def _insert_model(
-    s: Session, actor: str, name: str, description: str | None, labels: Sequence[str]
+    s: Session,
+    actor: str,
+    name: str,
+    description: str | None,
+    labels: Sequence[str],
+    *,
+    next_version: int = 1,
 ) -> RegisteredModel:
     now = utcnow()
     m = RegisteredModel(
@@ -156,11 +165,12 @@ def _insert_model(
         created_by=actor,
         created_at=now,
         updated_at=now,
-        next_version=1,
+        next_version=next_version,
     )
     s.add(m)
     s.flush()
-    repo.replace_labels(s, m.id, labels)
+    if labels:
+        repo.replace_labels(s, m.id, labels)
     return m
 
 
@@ -194,27 +204,30 @@ def register_model(
     return m
 
 
-def _get_or_register_locked(s: Session, actor: str, name: str) -> RegisteredModel:
-    """The model row, locked for version allocation; registers it first if absent (the
-    seed's Integration Example calls create_model_version without register_model).
+def _allocate_number(s: Session, actor: str, name: str) -> tuple[RegisteredModel, int]:
+    """Locks the model row and takes its next version number; registers the model first if
+    absent (the seed's Integration Example calls create_model_version without
+    register_model).
 
     Two creators racing to auto-register: the loser's INSERT waits for the winner's commit,
-    then fails on the unique name; its savepoint is rolled back and it locks the winner's row.
+    then fails on the unique name; its savepoint is rolled back and it allocates from the
+    winner's row (waiting for that row's lock like any other creator).
     """
-    m = repo.get_model(s, name, for_update=True)
+    m = repo.allocate_version(s, name, utcnow())
     if m is not None:
-        return m
+        return m, m.next_version - 1
     validate_model_name(name)
     try:
         with s.begin_nested():
-            m = _insert_model(s, actor, name, None, [])
+            # Inserted already holding number 1: the new row is locked until commit.
+            m = _insert_model(s, actor, name, None, [], next_version=2)
     except DBIntegrityError:
-        m = repo.get_model(s, name, for_update=True)
+        m = repo.allocate_version(s, name, utcnow())
         if m is None:  # pragma: no cover - the unique violation proves it exists
             raise
-        return m
+        return m, m.next_version - 1
     _model_created(s, actor, m, [])
-    return m
+    return m, 1
 
 
 def update_model(
@@ -292,7 +305,7 @@ def search_models(
                 raise ValueError(after[0])
         except (TypeError, ValueError):
             raise BadRequest("Invalid page_token.", {"page_token": page_token})
-    rows = repo.search_models(
+    rows, maybe_more = repo.search_models(
         s,
         q=(q or "").strip() or None,
         stage=stage_c,
@@ -301,9 +314,11 @@ def search_models(
         limit=lim,
         after=after,
     )
-    if order == "updated":
-        return page_of(rows, lim, lambda m: [m.updated_at.isoformat(), m.id])
-    return page_of(rows, lim, lambda m: [m.name])
+    if not (maybe_more and rows):
+        return rows, None
+    last = rows[-1]
+    key = [last.updated_at.isoformat(), last.id] if order == "updated" else [last.name]
+    return rows, encode_token(key)
 
 
 # ---------------------------------------------------------------- versions
@@ -344,6 +359,17 @@ def _relative_files(prefix: str, entries: Sequence[Any]) -> list[tuple[str, int,
     return out
 
 
+@dataclass(frozen=True)
+class NewVersion:
+    """A version created in this transaction, with what its creation already knows (so
+    the response needs no query to read it back)."""
+
+    model: RegisteredModel
+    version: ModelVersion
+    tags: dict[str, str]
+    parent: tuple[str, int] | None  # (model name, version number)
+
+
 def create_version(
     s: Session,
     actor: str,
@@ -354,21 +380,36 @@ def create_version(
     tags: dict[str, str] | None = None,
     parent: str | None = None,
 ) -> tuple[RegisteredModel, ModelVersion]:
+    new = add_version(s, actor, model_name, source_run_id, artifact_path, description, tags, parent)
+    return new.model, new.version
+
+
+def add_version(
+    s: Session,
+    actor: str,
+    model_name: str,
+    source_run_id: str,
+    artifact_path: str,
+    description: str | None = None,
+    tags: dict[str, str] | None = None,
+    parent: str | None = None,
+) -> NewVersion:
+    """``create_version``, returning the parts of the new version's view too."""
     # Everything that can refuse the request is checked before the model row is locked, so
     # the lock is held only for the few statements that allocate and insert.
     validate_model_name(model_name)
     prefix = validate_artifact_path(artifact_path or "", directory=True)
-    tracking.get_run(s, source_run_id)
+    # manifest() also checks that the run exists ("Run ... does not exist.").
     files = _relative_files(prefix, artifacts.manifest(s, source_run_id, prefix))
     parent_mv: ModelVersion | None = None
+    parent_ref: tuple[str, int] | None = None
     if parent:
-        _, parent_mv = resolve_uri(s, parent)
+        parent_m, parent_mv = resolve_uri(s, parent)
+        parent_ref = (parent_m.name, parent_mv.version)
+    tags = dict(tags or {})
 
-    m = _get_or_register_locked(s, actor, model_name)
-    number = m.next_version
+    m, number = _allocate_number(s, actor, model_name)
     now = utcnow()
-    m.next_version = number + 1
-    m.updated_at = now
     mv = ModelVersion(
         model_id=m.id,
         version=number,
@@ -382,15 +423,14 @@ def create_version(
         updated_at=now,
         parent_version_id=parent_mv.id if parent_mv else None,
     )
-    s.add(mv)
-    s.flush()  # the unique (model_id, version) constraint backs the row lock
+    repo.insert_version(s, mv)  # the unique (model_id, version) key backs the row lock
     repo.add_files(s, mv.id, files)
-    repo.upsert_tags(s, mv.id, dict(tags or {}))
+    repo.upsert_tags(s, mv.id, tags)
     doc = {
         "source_run_id": source_run_id,
         "artifact_path": prefix,
         "description": description,
-        "tags": dict(tags or {}),
+        "tags": tags,
         "parent": parent,
         "files": len(files),
     }
@@ -406,7 +446,7 @@ def create_version(
         },
         actor,
     )
-    return m, mv
+    return NewVersion(model=m, version=mv, tags=tags, parent=parent_ref)
 
 
 def list_versions(
@@ -810,6 +850,17 @@ def version_by_alias(
     s: Session, name: str, alias: str, at: datetime | None = None
 ) -> tuple[RegisteredModel, ModelVersion]:
     """Resolves an alias (or the reserved ``latest`` / ``v<N>``), now or at date ``at``."""
+    if (
+        at is None
+        and isinstance(alias, str)
+        and ALIAS_RE.fullmatch(alias)
+        and not is_reserved_alias(alias)
+    ):
+        # The common case, a stored alias now: one joined query. A miss falls through to
+        # the step-by-step lookups below, which say what is missing.
+        hit = repo.model_and_aliased_version(s, name, alias)
+        if hit is not None:
+            return hit
     m = get_model(s, name)
     if not isinstance(alias, str) or not ALIAS_RE.fullmatch(alias):
         validate_alias(alias)  # raises with the syntax message

@@ -21,7 +21,12 @@ from podstack.server.pagination import clamp_limit, decode_token, encode_token
 from podstack.server.registry import hooks
 from podstack.server.registry import repository as repo
 from podstack.server.registry.models import ModelVersion, RegisteredModel
-from podstack.server.registry.service import get_model, get_version, resolve_in_model
+from podstack.server.registry.service import (
+    NewVersion,
+    get_model,
+    get_version,
+    resolve_in_model,
+)
 from podstack.server.tracking import service as tracking
 
 # ---------------------------------------------------------------- models and versions
@@ -70,46 +75,77 @@ def model_view(s: Session, m: RegisteredModel) -> sch.RegisteredModel:
 def version_views(
     s: Session, pairs: Sequence[tuple[RegisteredModel, ModelVersion]], *, detail: bool = False
 ) -> list[sch.ModelVersion]:
+    """Lean views (tags, validation metrics, aliases, parent): one query for the three
+    per-version parts plus one for parents if any. ``detail`` adds files and the source run
+    (params, metrics, datasets, experiment), which cost several more queries per run."""
     ids = [mv.id for _, mv in pairs]
-    tags = repo.tags_of(s, ids)
-    metrics = repo.metrics_of(s, ids)
-    aliases = repo.aliases_of_versions(s, ids)
-    parents = repo.versions_by_ids(
-        s, [mv.parent_version_id for _, mv in pairs if mv.parent_version_id]
+    tags, metrics, aliases = repo.version_extras(s, ids)
+    parents = repo.version_refs(
+        s, (mv.parent_version_id for _, mv in pairs if mv.parent_version_id)
     )
-    parent_models = repo.models_by_ids(s, (p.model_id for p in parents.values()))
+    files = repo.files_of_versions(s, ids) if detail else {}
+    runs: dict[str, sch.SourceRun] = {}
     out = []
     for m, mv in pairs:
         parent = parents.get(mv.parent_version_id) if mv.parent_version_id else None
-        view = sch.ModelVersion(
-            model_name=m.name,
-            version=mv.version,
-            stage=mv.stage,
-            description=mv.description,
-            source_run_id=mv.source_run_id,
-            artifact_path=mv.artifact_path,
-            created_by=mv.created_by,
-            created_at=mv.created_at,
-            updated_at=mv.updated_at,
-            stage_updated_at=mv.stage_updated_at,
-            parent=sch.ParentRef(
-                model_name=parent_models[parent.model_id].name, version=parent.version
-            )
-            if parent
-            else None,
-            tags=tags[mv.id],
-            validation_metrics=metrics[mv.id],
-            aliases=aliases[mv.id],
-        )
+        view = _lean_view(m, mv, tags[mv.id], metrics[mv.id], aliases[mv.id], parent)
         if detail:
-            view.files = [sch.VersionFile.model_validate(f) for f in repo.files_of(s, mv.id)]
-            view.source_run = source_run(s, mv.source_run_id)
+            view.files = [sch.VersionFile.model_validate(f) for f in files[mv.id]]
+            if mv.source_run_id not in runs:
+                runs[mv.source_run_id] = source_run(s, mv.source_run_id)
+            view.source_run = runs[mv.source_run_id]
         out.append(view)
     return out
 
 
-def version_view(s: Session, m: RegisteredModel, mv: ModelVersion) -> sch.ModelVersion:
-    return version_views(s, [(m, mv)], detail=True)[0]
+def _lean_view(
+    m: RegisteredModel,
+    mv: ModelVersion,
+    tags: dict[str, str],
+    metrics: dict[str, float],
+    aliases: list[str],
+    parent: tuple[str, int] | None,
+) -> sch.ModelVersion:
+    # model_construct: every value comes from typed database rows, so pydantic's
+    # validation would only re-check what the columns already guarantee.
+    return sch.ModelVersion.model_construct(
+        model_name=m.name,
+        version=mv.version,
+        stage=mv.stage,
+        description=mv.description,
+        source_run_id=mv.source_run_id,
+        artifact_path=mv.artifact_path,
+        created_by=mv.created_by,
+        created_at=mv.created_at,
+        updated_at=mv.updated_at,
+        stage_updated_at=mv.stage_updated_at,
+        parent=sch.ParentRef(model_name=parent[0], version=parent[1]) if parent else None,
+        tags=tags,
+        validation_metrics=metrics,
+        aliases=aliases,
+        source_run=None,
+        files=None,
+        pending_request=None,
+    )
+
+
+def version_view(
+    s: Session, m: RegisteredModel, mv: ModelVersion, *, detail: bool = True
+) -> sch.ModelVersion:
+    """One version; detailed (files, source run) unless ``detail=False``."""
+    return version_views(s, [(m, mv)], detail=detail)[0]
+
+
+def new_version_view(s: Session, new: NewVersion, *, detail: bool = False) -> sch.ModelVersion:
+    """The view of a version created in this transaction, from what its creation already
+    knows: a new version has exactly the given tags, no validation metrics and no aliases,
+    so the lean view costs no query (``detail`` reads the files back, in the database's path
+    order like get_model_version, and the source run)."""
+    view = _lean_view(new.model, new.version, dict(new.tags), {}, [], new.parent)
+    if detail:
+        view.files = [sch.VersionFile.model_validate(f) for f in repo.files_of(s, new.version.id)]
+        view.source_run = source_run(s, new.version.source_run_id)
+    return view
 
 
 def source_run(s: Session, run_id: str) -> sch.SourceRun:
