@@ -47,6 +47,10 @@ format: dev
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
+# Every module in benchmarks/ (the MLflow 3.17.2 comparison, whose venv benchmarks/.mlflow-venv
+# is installed on first use; artifact transfer; registry search; UI pages), then elapsed time per
+# section and the total (budget: 15 minutes on a fresh clone). The artifact transfer moves 256 MiB;
+# PODSTACK_BENCH_ARTIFACT_MB=2048 for issue 2's 2 GiB figure. BENCH_QUICK=1 for small sizes.
 bench: dev
 	$(BIN)/python -m benchmarks.run
 

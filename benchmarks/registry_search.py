@@ -372,6 +372,8 @@ def main(args: Any = None) -> dict[str, Any]:
         },
         "started": datetime.now(UTC).isoformat(timespec="seconds"),
     }
+    timings: dict[str, float] = {}
+    summary["timings"] = timings  # benchmarks/run.py prints these under this benchmark
     for kind in ("sqlite", "postgresql"):
         workdir = Path(tempfile.mkdtemp(prefix=f"podstack-bench-registry-{kind}-"))
         try:
@@ -380,6 +382,7 @@ def main(args: Any = None) -> dict[str, Any]:
                     summary[kind] = {"skipped": "PostgreSQL unavailable"}
                     continue
                 rnd = random.Random(42)
+                t0 = time.perf_counter()
                 seeded = seed(url, n_models, rnd)
                 print(f"{kind}: seeded {seeded}", file=sys.stderr, flush=True)
                 queries = _queries(n_models, random.Random(7), n_searches)
@@ -387,6 +390,7 @@ def main(args: Any = None) -> dict[str, Any]:
                     results = measure(base, queries)
                 direct = measure_in_process(url, queries)
                 summary[kind] = {"seeded": seeded, "search": results, "in_process": direct}
+                timings[f"{kind} ({n_models:,} models)"] = round(time.perf_counter() - t0, 1)
                 for q, r in results.items():
                     print(
                         f"{kind:10s} {q:18s} HTTP p50 {r['p50_ms']:7.2f} ms  p95 "

@@ -8,6 +8,10 @@ returned dict is a JSON-able summary, printed at the end.
     python -m benchmarks.run mlflow_compare   # only those named
     python -m benchmarks.run --quick          # small sizes (sets BENCH_QUICK=1)
     python -m benchmarks.run --list
+
+At the end it prints how long each benchmark (and each phase a benchmark reports under
+``"timings"`` in its summary) took, and the total; when this run rewrote
+``benchmarks/RESULTS.md`` the same timing table is recorded there.
 """
 
 from __future__ import annotations
@@ -62,7 +66,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"unknown benchmark(s) {unknown}; available: {sorted(benches)}", file=sys.stderr)
         return 2
     summary: dict[str, Any] = {}
+    elapsed: dict[str, float] = {}
     failed = False
+    t_start = time.perf_counter()
     for name in args.names or list(benches):
         print(f"== {name}", file=sys.stderr, flush=True)
         t0 = time.perf_counter()
@@ -72,9 +78,50 @@ def main(argv: list[str] | None = None) -> int:
             traceback.print_exc()
             summary[name] = {"error": f"{type(exc).__name__}: {exc}"}
             failed = True
-        print(f"== {name}: {time.perf_counter() - t0:.0f} s", file=sys.stderr, flush=True)
+        elapsed[name] = time.perf_counter() - t0
+        print(f"== {name}: {elapsed[name]:.0f} s", file=sys.stderr, flush=True)
+    total = time.perf_counter() - t_start
+    timing = timing_lines(summary, elapsed, total)
+    summary["_timing"] = {"sections_s": {k: round(v, 1) for k, v in elapsed.items()}}
+    summary["_timing"]["total_s"] = round(total, 1)
     print(json.dumps(summary, indent=2, default=str))
+    print("\n".join(timing), file=sys.stderr, flush=True)
+    _record_timing(summary, timing, total)
     return 1 if failed else 0
+
+
+def _phases(result: Any) -> dict[str, float]:
+    timings = result.get("timings") if isinstance(result, dict) else None
+    return timings if isinstance(timings, dict) else {}
+
+
+def timing_lines(summary: dict[str, Any], elapsed: dict[str, float], total: float) -> list[str]:
+    """Per-benchmark elapsed time, each benchmark's own phases (``"timings"`` in its summary:
+    name -> seconds) indented under it, then the total."""
+    out = ["== elapsed time per section"]
+    phase_names = [p for n in elapsed for p in _phases(summary.get(n))]
+    width = max([len(n) for n in elapsed] + [len(p) + 2 for p in phase_names] + [24])
+    for name, secs in elapsed.items():
+        out.append(f"  {name:<{width}}  {secs:7.1f} s")
+        for phase, p_secs in _phases(summary.get(name)).items():
+            out.append(f"    {phase:<{width - 2}}  {p_secs:7.1f} s")
+    out.append(f"  {'total':<{width}}  {total:7.1f} s  ({total / 60:.1f} min)")
+    return out
+
+
+def _record_timing(summary: dict[str, Any], lines: list[str], total: float) -> None:
+    """Adds the timing table to benchmarks/RESULTS.md if a benchmark rewrote it in this run
+    (it says so with ``"results_md"`` in its summary); a partial or quick run leaves the
+    committed RESULTS.md alone."""
+    md = next(
+        (s["results_md"] for s in summary.values() if isinstance(s, dict) and s.get("results_md")),
+        None,
+    )
+    if not md:
+        return
+    from benchmarks.mlflow_compare.report import record_bench_timing
+
+    record_bench_timing(Path(md), lines[1:], total)
 
 
 if __name__ == "__main__":

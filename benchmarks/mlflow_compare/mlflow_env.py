@@ -49,8 +49,11 @@ def ensure_venv(log=print) -> Path:  # type: ignore[no-untyped-def]
     if not venv_python().exists():
         # The interpreter running us is 3.11+, which MLflow supports.
         subprocess.run([sys.executable, "-m", "venv", str(VENV)], check=True)
-    pip = [str(venv_python()), "-m", "pip", "install", "-q", "--disable-pip-version-check"]
-    subprocess.run([*pip, "--upgrade", "pip"], check=True)
+    # One pip run with the venv's bundled pip (upgrading pip first cost a download and an
+    # install for nothing). pip's wheel cache (~/.cache/pip) is on, so a second fresh clone
+    # installs from local wheels. -qq: errors only (a cold install otherwise prints a warning
+    # per package for every unused local index the machine's pip.conf names).
+    pip = [str(venv_python()), "-m", "pip", "install", "-qq", "--disable-pip-version-check"]
     subprocess.run([*pip, f"mlflow=={MLFLOW_VERSION}", *EXTRA_PACKAGES], check=True)
     got = installed_version()
     if got != MLFLOW_VERSION:

@@ -9,8 +9,8 @@ Environment knobs (defaults = the issue's full run):
   BENCH_PRODUCTS=podstack       subset of products (mlflow, podstack)
   BENCH_W4_SCALE=20000,100000   our extra W4 levels ("" to skip)
   BENCH_WORKDIR=/path           where temp servers, databases and files go (default: system tmp)
-  BENCH_WAIT_QUIET=15           max seconds to wait before each workload for a quiet machine
-  BENCH_WAIT_QUIET_TOTAL=60     ... and in total for the run
+  BENCH_WAIT_QUIET=5            max seconds to wait before each workload for a quiet machine
+  BENCH_WAIT_QUIET_TOTAL=40     ... and in total for the run (shared evenly by the 4 suites)
   BENCH_KEEP=1                  keep the work directory (server and client logs) afterwards
   BENCH_RESULTS_MD=1|0          force writing (or not) benchmarks/RESULTS.md; by default only a
                                 full-size run of everything rewrites it
@@ -33,7 +33,13 @@ from typing import Any
 from benchmarks.mlflow_compare import databases, mlflow_env, report, sizes
 from benchmarks.mlflow_compare.measure import make_file
 from benchmarks.mlflow_compare.servers import machine_info
-from benchmarks.mlflow_compare.workloads import WORKLOADS, copy_limit, run_suite
+from benchmarks.mlflow_compare.workloads import (
+    QUIET_WAIT_S,
+    QUIET_WAIT_TOTAL_S,
+    WORKLOADS,
+    copy_limit,
+    run_suite,
+)
 
 
 def log(msg: str) -> None:
@@ -69,13 +75,19 @@ def main(args: Any = None) -> dict[str, Any]:
         "workloads": selected,
         "w4_scale_levels": sizes.scale_levels(),
         "loadavg_start": [round(x, 2) for x in os.getloadavg()],
+        "quiet_wait_s": {
+            "per_workload": QUIET_WAIT_S,
+            "per_suite": round(QUIET_WAIT_TOTAL_S / max(1, len(kinds) * len(products)), 1),
+        },
         "runs": {},
         "errors": [],
     }
+    timings: dict[str, float] = {}
+    results["timings_s"] = timings
     if "mlflow" in products:
         t0 = time.perf_counter()
         mlflow_env.ensure_venv(log)
-        results["mlflow_venv_s"] = round(time.perf_counter() - t0, 1)
+        results["mlflow_venv_s"] = timings["MLflow venv"] = round(time.perf_counter() - t0, 1)
     results["versions"] = {
         "mlflow": mlflow_env.installed_version() if "mlflow" in products else None,
         "podstack": importlib.metadata.version("podstack"),
@@ -89,9 +101,11 @@ def main(args: Any = None) -> dict[str, Any]:
     log(f"mlflow_compare: sizes={sz.as_dict()} workloads={selected} backends={kinds}; in {workdir}")
     try:
         if "W6" in selected:
+            t0 = time.perf_counter()
             payload = shared / "w6-payload.bin"
             make_file(str(payload), sz.w6_mib * 2**20)
             results["copy_limit"] = copy_limit(payload, shared)
+            timings["W6 file + cp limit"] = round(time.perf_counter() - t0, 1)
         for kind in kinds:
             if kind == "postgresql" and not databases.postgres_available():
                 msg = (
@@ -103,15 +117,25 @@ def main(args: Any = None) -> dict[str, Any]:
                 continue
             results["runs"][kind] = {}
             for product in products:
+                t0 = time.perf_counter()
                 try:
                     results["runs"][kind][product] = run_suite(
-                        product, kind, sz, selected, workdir, shared, sizes.scale_levels(), log
+                        product,
+                        kind,
+                        sz,
+                        selected,
+                        workdir,
+                        shared,
+                        sizes.scale_levels(),
+                        log,
+                        quiet_budget_s=QUIET_WAIT_TOTAL_S / (len(kinds) * len(products)),
                     )
                 except Exception as exc:
                     msg = f"{product}/{kind}: {type(exc).__name__}: {exc}"
                     results["errors"].append(msg.splitlines()[0][:300])
                     results["runs"][kind][product] = {"error": msg}
                     log(msg)
+                timings[f"{kind} {product}"] = round(time.perf_counter() - t0, 1)
     finally:
         if _flag("BENCH_KEEP"):
             log(f"kept {workdir}")
@@ -132,6 +156,7 @@ def main(args: Any = None) -> dict[str, Any]:
         and set(products) >= {"mlflow", "podstack"}
     )
     write_md = _flag("BENCH_RESULTS_MD")
+    md = None
     if write_md or (write_md is None and full):
         md = report.write_markdown(results, rows)
         log(f"wrote {md}")
@@ -145,6 +170,9 @@ def main(args: Any = None) -> dict[str, Any]:
         "duration_s": results["duration_s"],
         "status_counts": results["status_counts"],
         "errors": results["errors"],
+        "timings": timings,
+        # benchmarks/run.py adds `make bench`'s timing table to the RESULTS.md written here.
+        "results_md": str(md) if md else None,
     }
 
 
