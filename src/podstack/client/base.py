@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json as jsonlib
 import os
 import weakref
 from collections.abc import Iterator
@@ -10,6 +11,8 @@ from typing import Any
 
 import httpx
 
+from podstack.client import json_http
+from podstack.client.json_http import JsonHttp
 from podstack.errors import PodstackError, TransportError, error_from_payload
 
 API = "/api/v1"
@@ -23,6 +26,20 @@ def progress_enabled() -> bool:
     import sys
 
     return sys.stderr.isatty()
+
+
+def _error(status: int, content: bytes) -> PodstackError:
+    try:
+        payload: Any = jsonlib.loads(content)
+    except ValueError:
+        payload = content.decode("utf-8", "replace")
+    return error_from_payload(status, payload)
+
+
+def _close(http: httpx.Client, fast: JsonHttp | None) -> None:
+    http.close()
+    if fast is not None:
+        fast.close()
 
 
 class BaseClient:
@@ -62,10 +79,14 @@ class BaseClient:
             timeout=timeout or DEFAULT_TIMEOUT,
             follow_redirects=False,
         )
+        # Plain JSON calls to a plain-HTTP server take the lighter path (json_http.py).
+        self._json: JsonHttp | None = None
+        if transport is None and self.url is not None and json_http.usable_for(self.url):
+            self._json = JsonHttp(self.url, headers, timeout or DEFAULT_TIMEOUT)
         # Closes the embedded app (lifespan, DB pool, its event loop) when the client is
         # garbage-collected or, at the latest, at interpreter exit via atexit -- while
         # threads still run, unlike __del__ during finalisation, which could deadlock.
-        self._finalizer = weakref.finalize(self, self._http.close)
+        self._finalizer = weakref.finalize(self, _close, self._http, self._json)
 
     # ------------------------------------------------------------------ lifecycle
     def close(self) -> None:
@@ -89,15 +110,22 @@ class BaseClient:
     ) -> Any:
         if params:
             params = {k: v for k, v in params.items() if v is not None}
-        try:
-            resp = self._http.request(method, API + path, json=json, params=params, **kw)
-        except httpx.TransportError as exc:
-            raise TransportError(f"Cannot reach Podstack at {self.url}: {exc}") from exc
-        if resp.status_code >= 400:
-            raise self._error(resp)
-        if resp.status_code == 204 or not resp.content:
+        if self._json is not None and not kw:
+            try:
+                status, content = self._json.request(method, API + path, json, params)
+            except json_http.TransportProblem as exc:
+                raise TransportError(f"Cannot reach Podstack at {self.url}: {exc}") from exc
+        else:
+            try:
+                resp = self._http.request(method, API + path, json=json, params=params, **kw)
+            except httpx.TransportError as exc:
+                raise TransportError(f"Cannot reach Podstack at {self.url}: {exc}") from exc
+            status, content = resp.status_code, resp.content
+        if status >= 400:
+            raise _error(status, content)
+        if status == 204 or not content:
             return None
-        return resp.json()
+        return jsonlib.loads(content)
 
     @contextmanager
     def _stream(self, method: str, path: str, **kw: Any) -> Iterator[httpx.Response]:
@@ -112,11 +140,7 @@ class BaseClient:
 
     @staticmethod
     def _error(resp: httpx.Response) -> PodstackError:
-        try:
-            payload = resp.json()
-        except ValueError:
-            payload = resp.text
-        return error_from_payload(resp.status_code, payload)
+        return _error(resp.status_code, resp.content)
 
     def _paginate(
         self,
