@@ -9,17 +9,10 @@ import httpx
 import pytest
 
 from podstack.server.pagination import encode_token
+from tests.http_errors import api_error as _error
 
 MakeToken = Callable[..., str]
 ClientFor = Callable[[str], httpx.Client]
-
-
-def _error(r: httpx.Response, status: int, code: str) -> dict:
-    assert r.status_code == status, r.text
-    body = r.json()["error"]
-    assert body["code"] == code
-    assert body["message"]
-    return body
 
 
 def _all_events(api: httpx.Client, **params: object) -> list[dict]:

@@ -16,17 +16,10 @@ from podstack.server.auth.models import ApiToken, User
 from podstack.server.db.session import Database
 from podstack.server.pagination import encode_token
 from tests.conftest import ADMIN_TOKEN, LiveServer
+from tests.http_errors import api_error as _error
 
 MakeToken = Callable[..., str]
 ClientFor = Callable[[str], httpx.Client]
-
-
-def _error(r: httpx.Response, status: int, code: str) -> dict:
-    assert r.status_code == status, r.text
-    body = r.json()["error"]
-    assert body["code"] == code
-    assert body["message"]
-    return body
 
 
 def _usernames(db: Database) -> list[str]:

@@ -12,18 +12,11 @@ from sqlalchemy import select
 
 from podstack.server.audit.models import AuditEvent
 from podstack.server.db.session import Database
+from tests.http_errors import api_error as _error
 
 MakeToken = Callable[..., str]
 ClientFor = Callable[[str], httpx.Client]
 LOCAL = {"command": ["python", "train.py", "--epochs", "3"]}
-
-
-def _error(r: httpx.Response, status: int, code: str) -> dict:
-    assert r.status_code == status, r.text
-    body = r.json()["error"]
-    assert body["code"] == code
-    assert body["message"]
-    return body
 
 
 def _body(**over: Any) -> dict[str, Any]:

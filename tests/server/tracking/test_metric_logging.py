@@ -18,20 +18,13 @@ from podstack.server.db.session import Database
 from podstack.server.tracking import repository as repo
 from podstack.server.tracking.models import LatestMetric, Metric
 from tests.conftest import current_db_kind
+from tests.http_errors import api_error as _error
 
 
 def _run(api: httpx.Client) -> str:
     r = api.post("/runs", json={"experiment_id": "fast"})
     assert r.status_code == 201, r.text
     return r.json()["id"]
-
-
-def _error(r: httpx.Response, status: int, code: str) -> dict:
-    assert r.status_code == status, r.text
-    body = r.json()["error"]
-    assert body["code"] == code
-    assert body["message"]
-    return body
 
 
 def _history(api: httpx.Client, run_id: str, key: str) -> list[dict]:

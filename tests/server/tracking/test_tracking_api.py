@@ -7,19 +7,13 @@ from collections.abc import Callable
 import httpx
 import pytest
 
+from tests.http_errors import api_error as _error
+
 
 def _run(api: httpx.Client, exp: str = "e1") -> str:
     r = api.post("/runs", json={"experiment_id": exp})
     assert r.status_code == 201, r.text
     return r.json()["id"]
-
-
-def _error(r: httpx.Response, status: int, code: str) -> dict:
-    assert r.status_code == status, r.text
-    body = r.json()["error"]
-    assert body["code"] == code
-    assert body["message"]
-    return body
 
 
 def test_nan_and_infinity_on_the_wire(api: httpx.Client) -> None:
