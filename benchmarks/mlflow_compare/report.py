@@ -376,6 +376,33 @@ def _machine_lines(results: dict[str, Any]) -> list[str]:
     ]
 
 
+def _floor_notes(results: dict[str, Any]) -> list[str]:
+    """The HTTP floor (benchmarks/http_floor.py, run just before this module by `make bench`),
+    next to the latency targets it bounds."""
+    path = RESULTS_DIR / "http_floor.json"
+    try:
+        floor = json.loads(path.read_text())["p50_ms"]
+    except (OSError, ValueError, KeyError):
+        return []
+    lines = [
+        "- HTTP floor (`benchmarks/http_floor.py`, same machine, just before this run): an empty "
+        f"`GET /healthz` through the SDK's HTTP path p50 {floor['healthz_sdk_light_path']:.2f} "
+        f"ms, an authenticated no-database `GET /api/v1/me` {floor['me_sdk_light_path']:.2f} ms, "
+        f"an alias lookup {floor['alias_sdk']:.2f} ms."
+    ]
+    for backend, by_product in (results.get("runs") or {}).items():
+        if backend != "sqlite":
+            continue
+        w5 = _get(by_product, "mlflow", "W5", "sequential", "p50_ms")
+        if w5 and w5 / 10 < floor["me_sdk_light_path"]:
+            lines.append(
+                f"- W5 (sqlite): 1/10 of MLflow's p50 is {w5 / 10:.2f} ms, below the "
+                f"{floor['me_sdk_light_path']:.2f} ms an authenticated request that does no "
+                "work takes here: no lookup behind this HTTP stack can reach it."
+            )
+    return lines
+
+
 def write_markdown(
     results: dict[str, Any], rows: list[Row], renderer: Callable[[list[Row]], str] = markdown_table
 ) -> Path:
@@ -422,6 +449,7 @@ def write_markdown(
                 f"({fsync_rate:.0f} MiB/s), i.e. it does not make the file durable before "
                 "answering; 3x that is beyond what the disk can write durably."
             )
+    notes.extend(_floor_notes(results))
     if results.get("sizes_are_default") is False:
         notes.append(f"- NOT the issue's sizes (quick run): `{json.dumps(sizes)}`")
     errors = results.get("errors") or []
