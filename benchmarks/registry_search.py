@@ -136,9 +136,9 @@ def seed(db_url: str, n_models: int, rnd: random.Random) -> dict[str, Any]:
                 for mid, name in ids:
                     i, n_versions, domain = plan[name]
                     labels += [
-                        {"model_id": mid, "label": f"team-{i % TEAMS:02d}"},
-                        {"model_id": mid, "label": domain},
-                        {"model_id": mid, "label": f"tier-{(i // TEAMS) % 3}"},
+                        {"model_id": mid, "model_name": name, "label": f"team-{i % TEAMS:02d}"},
+                        {"model_id": mid, "model_name": name, "label": domain},
+                        {"model_id": mid, "model_name": name, "label": f"tier-{(i // TEAMS) % 3}"},
                     ]
                     prod = i % 10 == 0
                     counts["production_models"] += prod

@@ -147,7 +147,10 @@ def _bulk_models(db: Any, actor: str, n_models: int, chunk: int = 5000) -> None:
             for mid, name in ids:
                 i = int(name.rsplit("-", 1)[1])
                 labels = [LABELS[i % len(LABELS)], LABELS[(i // 8) % len(LABELS)]]
-                rows += [{"model_id": mid, "label": lb} for lb in validate_labels(labels)]
+                rows += [
+                    {"model_id": mid, "model_name": name, "label": lb}
+                    for lb in validate_labels(labels)
+                ]
             s.execute(insert(ModelLabel), rows)
 
 

@@ -52,7 +52,11 @@ def seed_models(db_url: str, start: int, end: int, teams: int) -> float:
                 s.execute(
                     insert(ModelLabel),
                     [
-                        {"model_id": mid, "label": team_of(int(name.rsplit("-", 1)[1]), teams)}
+                        {
+                            "model_id": mid,
+                            "model_name": name,
+                            "label": team_of(int(name.rsplit("-", 1)[1]), teams),
+                        }
                         for mid, name in ids
                     ],
                 )

@@ -186,8 +186,11 @@ def test_model_list_renders_10000_models_paginated(web: httpx.Client, db: Databa
             for i in range(10_000)
         )
         s.flush()
-        ids = [m.id for m in s.query(RegisteredModel).filter(RegisteredModel.name.like("model-0%"))]
-        s.add_all(ModelLabel(model_id=i, label="even" if i % 2 == 0 else "odd") for i in ids)
+        ms = s.query(RegisteredModel).filter(RegisteredModel.name.like("model-0%"))
+        s.add_all(
+            ModelLabel(model_id=m.id, model_name=m.name, label="even" if m.id % 2 == 0 else "odd")
+            for m in ms
+        )
     t0 = time.perf_counter()
     r = web.get("/models")
     elapsed = time.perf_counter() - t0

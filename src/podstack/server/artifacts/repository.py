@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import ColumnElement, select
+from sqlalchemy import ColumnElement, Row, bindparam, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
@@ -93,6 +93,38 @@ def upsert_file(s: Session, run_id: str, path: str, size: int, sha256: str) -> N
     existing = s.identity_map.get(s.identity_key(ArtifactFile, (run_id, path)))  # type: ignore[arg-type]
     if existing is not None:
         s.expire(existing)
+
+
+def _manifest_statements(col: Any) -> tuple[Any, Any]:
+    """(whole run, path range) selects of the plain columns a manifest needs."""
+    c = ArtifactFile.__table__.c
+    whole = select(c.path, c.size, c.sha256).where(c.run_id == bindparam("run_id"))
+    ranged = whole.where(col >= bindparam("lo"), col < bindparam("hi"))
+    return whole.order_by(col), ranged.order_by(col)
+
+
+# Built once (the manifest runs on every version created); PostgreSQL compares byte-wise.
+_MANIFEST = {
+    "postgresql": _manifest_statements(ArtifactFile.__table__.c.path.collate("C")),
+    "sqlite": _manifest_statements(ArtifactFile.__table__.c.path),
+}
+
+
+def file_or_under(s: Session, run_id: str, prefix: str) -> list[Row[tuple[str, int, str]]]:
+    """(path, size, sha256) of the file at ``prefix`` and of the files under directory
+    ``prefix`` ("" = the whole run), in byte order, as plain rows: one range scan of the
+    primary key, ``prefix <= path < prefix + "0"``. That range also holds siblings like
+    ``prefix.txt`` ('.' sorts before '/'); they are dropped here."""
+    # Plain Core on the connection (Session.execute's ORM dispatch costs more than this
+    # query); flushed first, as an ORM query would be.
+    s.flush()
+    conn = s.connection()
+    whole, ranged = _MANIFEST.get(conn.dialect.name, _MANIFEST["sqlite"])
+    if not prefix:
+        return list(conn.execute(whole, {"run_id": run_id}))
+    rows = conn.execute(ranged, {"run_id": run_id, "lo": prefix, "hi": prefix + "0"})
+    inside = prefix + "/"
+    return [r for r in rows if r[0] == prefix or r[0].startswith(inside)]
 
 
 def distinct_digests(s: Session) -> set[str]:

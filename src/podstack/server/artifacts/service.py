@@ -173,19 +173,22 @@ def manifest(session: Session, run_id: str, artifact_path: str) -> list[Manifest
     """The files a registry version built from ``artifact_path`` of the run consists of.
 
     ``artifact_path`` names a file, or a directory ("" or "/" for the whole run). Entries'
-    paths are relative to the run root, in path order. Raises ``NotFound`` (naming the path and
-    listing a few that exist) if nothing matches, ``ValidationFailed`` for a malformed path.
+    paths are relative to the run root, in path order. Raises ``NotFound`` (saying the run
+    does not exist, or naming the path and listing a few that exist) if nothing matches,
+    ``ValidationFailed`` for a malformed path.
     """
     prefix = validate_artifact_path(artifact_path or "", directory=True)
-    tracking.get_run(session, run_id)
-    if prefix:
-        exact = repo.get_file(session, run_id, prefix)
-        if exact is not None:
-            return [ManifestEntry(path=exact.path, size=exact.size, sha256=exact.sha256)]
-    rows = repo.files_under(session, run_id, prefix)
+    # One query for both readings of the path. A file found proves the run exists (its row
+    # references the run), so the run is looked up only on a miss, to say which is missing.
+    rows = repo.file_or_under(session, run_id, prefix)
     if not rows:
+        tracking.get_run(session, run_id)
         raise _not_found(session, run_id, prefix or "/", "artifacts")
-    return [ManifestEntry(path=r.path, size=r.size, sha256=r.sha256) for r in rows]
+    if rows[0][0] == prefix:
+        # The exact file (it sorts first). A path is never both a file and a directory
+        # (check_upload), so anything else in the range cannot be meant.
+        rows = rows[:1]
+    return [ManifestEntry(path=p, size=n, sha256=h) for p, n, h in rows]
 
 
 def referenced_digests(session: Session) -> set[str]:

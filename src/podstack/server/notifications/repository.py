@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.orm import Session
@@ -79,9 +79,23 @@ def enabled_webhooks(s: Session) -> list[WebhookTarget]:
     cached = s.info.get(_ENABLED_KEY)
     if cached is not None and cached[0] is s.get_transaction():
         return cached[1]
-    rows = [WebhookTarget(i, ev or [], names or []) for i, ev, names in s.execute(_ENABLED)]
+    # Plain Core on the connection (Session.execute's ORM dispatch costs more than this
+    # query); flushed first, as the ORM query would be, so a pending webhook is seen.
+    s.flush()
+    conn = s.connection()
+    rows = [WebhookTarget(i, ev or [], names or []) for i, ev, names in conn.execute(_ENABLED)]
     s.info[_ENABLED_KEY] = (s.get_transaction(), rows)  # begun by the query, if not before
     return rows
+
+
+_INSERT_DELIVERIES = WebhookDelivery.__table__.insert()
+
+
+def insert_deliveries(s: Session, rows: list[dict[str, Any]]) -> None:
+    """New outbox rows, one (executemany) Core INSERT: no unit-of-work bookkeeping for rows
+    this transaction never reads back."""
+    if rows:
+        s.connection().execute(_INSERT_DELIVERIES, rows)
 
 
 def forget_enabled_webhooks(s: Session) -> None:

@@ -338,31 +338,35 @@ def _model_name_of(payload: dict[str, Any]) -> str | None:
     return name if isinstance(name, str) else None
 
 
-def enqueue_event(s: Session, event: Event) -> list[WebhookDelivery]:
-    """The outbox sink: one delivery per matching enabled webhook, in the event's transaction."""
+def enqueue_event(s: Session, event: Event) -> list[str]:
+    """The outbox sink: one delivery per matching enabled webhook, in the event's transaction.
+    Returns the new deliveries' ids."""
+    hooks = repo.enabled_webhooks(s)
+    if not hooks:
+        return []
     model_name = _model_name_of(event.payload)
-    out = []
-    for hook in repo.enabled_webhooks(s):
+    at = event.at.isoformat()
+    rows = []
+    for hook in hooks:
         if not event_matches(hook, event.type, model_name):
             continue
         d_id = new_id("whd")
-        d = WebhookDelivery(
-            id=d_id,
-            webhook_id=hook.id,
-            event_id=event.id,
-            event_type=event.type,
-            body=_body(
-                d_id, event.id, event.type, event.at.isoformat(), event.actor, event.payload
-            ),
-            status="pending",
-            attempts=0,
-            max_attempts=DEFAULT_MAX_ATTEMPTS,
-            next_attempt_at=event.at,
-            created_at=event.at,
+        rows.append(
+            {
+                "id": d_id,
+                "webhook_id": hook.id,
+                "event_id": event.id,
+                "event_type": event.type,
+                "body": _body(d_id, event.id, event.type, at, event.actor, event.payload),
+                "status": "pending",
+                "attempts": 0,
+                "max_attempts": DEFAULT_MAX_ATTEMPTS,
+                "next_attempt_at": event.at,
+                "created_at": event.at,
+            }
         )
-        s.add(d)
-        out.append(d)
-    return out
+    repo.insert_deliveries(s, rows)
+    return [r["id"] for r in rows]
 
 
 def enqueue_test(s: Session, actor: str, webhook_id: str) -> WebhookDelivery:

@@ -59,7 +59,7 @@ def search_models(
     order_by: Annotated[str, Query(description="name | updated")] = "name",
     limit: Limit = 100,
     page_token: str | None = None,
-) -> Page[sch.RegisteredModel]:
+) -> Response:
     with ctx.read() as s:
         items, token = service.search_models(
             s,
@@ -70,7 +70,10 @@ def search_models(
             limit=limit,
             page_token=page_token,
         )
-        return Page(items=views.model_views(s, items), next_page_token=token)
+        body = views.model_page_json(s, items, token)
+    # Serialised here, like the version hot paths (see _json): the declared response_model
+    # stays the documented shape.
+    return Response(body, media_type="application/json")
 
 
 @router.get(M, response_model=sch.RegisteredModel)

@@ -65,12 +65,19 @@ class ModelLabel(Base):
     __table_args__ = (
         # Label filter: find models by label without scanning all models.
         Index("ix_model_labels_label_model", "label", "model_id"),
+        # Label search in name order: a page is a range of this index that stops after the
+        # page's last row, instead of a walk of every model's name probing for the label.
+        Index("ix_model_labels_label_name", "label", "model_name"),
     )
 
     model_id: Mapped[int] = mapped_column(
         ForeignKey("registered_models.id", ondelete="CASCADE"), primary_key=True
     )
     label: Mapped[str] = mapped_column(String(64), primary_key=True)
+    # Copy of registered_models.name (same type and collation, so it sorts exactly as the
+    # name does), written with the label by ``repository.replace_labels``. Models are never
+    # renamed; a rename would have to update this column too.
+    model_name: Mapped[str] = mapped_column(String(128))
 
 
 class ModelVersion(Base):

@@ -280,9 +280,10 @@ def search_models(
     order_by: str = "name",
     limit: int | None = None,
     page_token: str | None = None,
-) -> tuple[list[RegisteredModel], str | None]:
+) -> tuple[list[repo.ModelRow], str | None]:
     """Free text over name and description; ``stage``: has a version in that stage;
-    ``labels``: has all of them. Ordered by name (A→Z) or last update (newest first)."""
+    ``labels``: has all of them. Ordered by name (A→Z) or last update (newest first).
+    The rows are plain column tuples with ``RegisteredModel``'s attribute names."""
     order = (order_by or "name").strip().lower()
     order = {"updated_at": "updated", "last_updated": "updated", "-updated": "updated"}.get(
         order, order

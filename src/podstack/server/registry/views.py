@@ -13,6 +13,7 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
+from pydantic_core import to_json
 from sqlalchemy.orm import Session
 
 from podstack.errors import BadRequest, NotFound, ValidationFailed
@@ -32,39 +33,66 @@ from podstack.server.tracking import service as tracking
 # ---------------------------------------------------------------- models and versions
 
 
-def _summary(mv: ModelVersion | None) -> sch.VersionSummary | None:
+def _summary_doc(mv: repo.VersionBrief | None) -> dict[str, Any] | None:
     if mv is None:
         return None
-    return sch.VersionSummary(version=mv.version, stage=mv.stage, created_at=mv.created_at)
+    return {"version": mv.version, "stage": mv.stage, "created_at": mv.created_at}
+
+
+def _model_docs(
+    s: Session, models: Sequence[RegisteredModel | repo.ModelRow]
+) -> list[dict[str, Any]]:
+    """``sch.RegisteredModel`` as plain dicts, keys in the schema's field order (so their
+    JSON is byte for byte what the schema would write), aliases empty. One query for the
+    page: labels, plus latest/Production versions of the models that ever had one."""
+    ids = [m.id for m in models]
+    # next_version == 1: no version was ever created, so there is nothing to look up.
+    labels, latest, prod = repo.list_extras(
+        s, ids, [m.id for m in models if m.next_version > 1], "Production"
+    )
+    return [
+        {
+            "name": m.name,
+            "description": m.description,
+            "tags": labels[m.id],
+            "created_by": m.created_by,
+            "created_at": m.created_at,
+            "updated_at": m.updated_at,
+            "latest_version": _summary_doc(latest.get(m.id)),
+            "production_version": _summary_doc(prod.get(m.id)),
+            "aliases": {},
+        }
+        for m in models
+    ]
+
+
+def model_page_json(
+    s: Session, models: Sequence[RegisteredModel | repo.ModelRow], next_page_token: str | None
+) -> bytes:
+    """``Page[sch.RegisteredModel]`` as JSON, serialised straight from the rows: building
+    100 pydantic objects only to serialise them costs more than the search's query."""
+    return to_json({"items": _model_docs(s, models), "next_page_token": next_page_token})
 
 
 def model_views(
-    s: Session, models: Sequence[RegisteredModel], *, with_aliases: bool = False
+    s: Session,
+    models: Sequence[RegisteredModel | repo.ModelRow],
+    *,
+    with_aliases: bool = False,
 ) -> list[sch.RegisteredModel]:
-    """Batched: a page of up to 1000 models costs two queries, not some per model."""
-    ids = [m.id for m in models]
-    labels = repo.labels_of(s, ids)
-    latest, prod = repo.latest_and_stage_leaders(s, ids, "Production")
+    """Batched: a page of up to 1000 models costs one query, not some per model (plus two
+    per model ``with_aliases``)."""
     out = []
-    for m in models:
-        aliases: dict[str, int] = {}
+    for m, doc in zip(models, _model_docs(s, models), strict=True):
         if with_aliases:
             rows = repo.aliases_of_model(s, m.id)
             by_id = repo.versions_by_ids(s, [a.version_id for a in rows])
-            aliases = {a.alias: by_id[a.version_id].version for a in rows}
-        out.append(
-            sch.RegisteredModel(
-                name=m.name,
-                description=m.description,
-                tags=labels[m.id],
-                created_by=m.created_by,
-                created_at=m.created_at,
-                updated_at=m.updated_at,
-                latest_version=_summary(latest.get(m.id)),
-                production_version=_summary(prod.get(m.id)),
-                aliases=aliases,
-            )
-        )
+            doc["aliases"] = {a.alias: by_id[a.version_id].version for a in rows}
+        for key in ("latest_version", "production_version"):
+            if doc[key] is not None:
+                doc[key] = sch.VersionSummary.model_construct(**doc[key])
+        # model_construct: every value comes from typed database rows (see _lean_view).
+        out.append(sch.RegisteredModel.model_construct(**doc))
     return out
 
 
