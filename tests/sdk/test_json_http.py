@@ -6,6 +6,7 @@ from __future__ import annotations
 import socket
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 from urllib.parse import parse_qsl
 
 import httpx
@@ -116,3 +117,19 @@ def test_nothing_listening_is_a_transport_error() -> None:
     with pytest.raises(TransportError) as exc:
         c.list_experiments()
     assert "Cannot reach Podstack" in exc.value.message
+
+
+def test_a_client_builds_httpx_only_for_what_needs_it(
+    live_server: LiveServer, tmp_path: Path
+) -> None:
+    """Creating a client is cheap (scripts create one per thread): httpx, whose client loads
+    the CA bundle, is built only when a call needs it, here an artifact upload."""
+    c = MLOpsClient(api_token=ADMIN_TOKEN, url=live_server.url)
+    run = c.create_run("lazy-httpx")
+    assert c._conns._http is None
+    f = tmp_path / "weights.bin"
+    f.write_bytes(b"x" * 1000)
+    c.log_artifact(run.id, str(f))
+    assert c._conns._http is not None
+    assert [a.path for a in c.list_artifacts(run.id)] == ["weights.bin"]
+    c.close()

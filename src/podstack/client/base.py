@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import json as jsonlib
 import os
+import threading
 import weakref
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -36,10 +37,31 @@ def _error(status: int, content: bytes) -> PodstackError:
     return error_from_payload(status, payload)
 
 
-def _close(http: httpx.Client, fast: JsonHttp | None) -> None:
-    http.close()
-    if fast is not None:
-        fast.close()
+class _Connections:
+    """The client's transports. The httpx client is built on first use: building one loads
+    the CA bundle (~15 ms of CPU), which a client that only makes JSON calls over the light
+    path never needs, and scripts that create a client per thread paid it per thread."""
+
+    def __init__(self, make_http: Callable[[], httpx.Client], fast: JsonHttp | None) -> None:
+        self._make_http = make_http
+        self._http: httpx.Client | None = None
+        self._lock = threading.Lock()
+        self.fast = fast
+
+    @property
+    def http(self) -> httpx.Client:
+        if self._http is None:
+            with self._lock:
+                if self._http is None:
+                    self._http = self._make_http()
+        return self._http
+
+    def close(self) -> None:
+        with self._lock:
+            if self._http is not None:
+                self._http.close()
+            if self.fast is not None:
+                self.fast.close()
 
 
 class BaseClient:
@@ -72,21 +94,31 @@ class BaseClient:
             base_url = "http://embedded"
         else:
             base_url = self.url or "http://embedded"
-        self._http = httpx.Client(
-            base_url=base_url,
-            headers=headers,
-            transport=transport,
-            timeout=timeout or DEFAULT_TIMEOUT,
-            follow_redirects=False,
-        )
+
+        def make_http() -> httpx.Client:
+            return httpx.Client(
+                base_url=base_url,
+                headers=headers,
+                transport=transport,
+                timeout=timeout or DEFAULT_TIMEOUT,
+                follow_redirects=False,
+            )
+
         # Plain JSON calls to a plain-HTTP server take the lighter path (json_http.py).
         self._json: JsonHttp | None = None
         if transport is None and self.url is not None and json_http.usable_for(self.url):
             self._json = JsonHttp(self.url, headers, timeout or DEFAULT_TIMEOUT)
+        self._conns = _Connections(make_http, self._json)
+        if self._json is None:
+            self._conns.http  # noqa: B018 -- every call needs it: build it now, not mid-call
         # Closes the embedded app (lifespan, DB pool, its event loop) when the client is
         # garbage-collected or, at the latest, at interpreter exit via atexit -- while
         # threads still run, unlike __del__ during finalisation, which could deadlock.
-        self._finalizer = weakref.finalize(self, _close, self._http, self._json)
+        self._finalizer = weakref.finalize(self, self._conns.close)
+
+    @property
+    def _http(self) -> httpx.Client:
+        return self._conns.http
 
     # ------------------------------------------------------------------ lifecycle
     def close(self) -> None:
