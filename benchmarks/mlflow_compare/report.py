@@ -443,11 +443,25 @@ def write_markdown(
     fsync_rate = _get(cp, "cp_fsync", "rate")
     for backend, by_product in (results.get("runs") or {}).items():
         up = _get(by_product, "mlflow", "W6", "upload", "rate")
+        down = _get(by_product, "mlflow", "W6", "download", "rate")
         if fsync_rate and up and up > fsync_rate:
             notes.append(
                 f"- W6 ({backend}): MLflow uploads at {up:.0f} MiB/s, faster than `cp` + fsync "
                 f"({fsync_rate:.0f} MiB/s), i.e. it does not make the file durable before "
                 "answering; 3x that is beyond what the disk can write durably."
+            )
+        elif fsync_rate and up and 3 * up > fsync_rate:
+            notes.append(
+                f"- W6 ({backend}): 3x MLflow's upload ({3 * up:.0f} MiB/s) is above `cp` + "
+                f"fsync ({fsync_rate:.0f} MiB/s): our server makes every upload durable before "
+                "answering, so that target is beyond this disk."
+            )
+        if fsync_rate and down and 3 * down > fsync_rate:
+            notes.append(
+                f"- W6 ({backend}): 3x MLflow's download ({3 * down:.0f} MiB/s) is above `cp` + "
+                f"fsync ({fsync_rate:.0f} MiB/s): our SDK fsyncs a downloaded file before "
+                "renaming it into place (MLflow's client does not), so that target is beyond "
+                "this disk."
             )
     notes.extend(_floor_notes(results))
     if results.get("sizes_are_default") is False:
