@@ -3,9 +3,14 @@ snapshot of a model's whole state for "nothing changed" assertions."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import httpx
+from sqlalchemy import event
+
+from podstack.server.db.session import Database
 
 
 def make_run(
@@ -88,3 +93,20 @@ def state(api: httpx.Client) -> dict[str, Any]:
             "history": api.get(f"/registered-models/{name}/history").json(),
         }
     return out
+
+
+@contextmanager
+def statements(db: Database) -> Iterator[list[str]]:
+    """The SQL statements ``db`` runs inside the block (SQLite's explicit BEGIN left out),
+    for tests that pin how many a hot path costs."""
+    seen: list[str] = []
+
+    def before(_conn: object, _cur: object, stmt: str, *_args: object) -> None:
+        if not stmt.lstrip().upper().startswith("BEGIN"):
+            seen.append(stmt)
+
+    event.listen(db.engine, "before_cursor_execute", before)
+    try:
+        yield seen
+    finally:
+        event.remove(db.engine, "before_cursor_execute", before)

@@ -4,31 +4,13 @@ they build without reading back agree with what a read returns."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
-
 import httpx
-from sqlalchemy import event
 
 from podstack.server.db.session import Database
 from podstack.server.notifications import sinks  # noqa: F401 (subscribes the outbox)
 from podstack.server.registry import service, views
 from tests.server.registry.helpers import make_run, new_version
-
-
-@contextmanager
-def _statements(db: Database) -> Iterator[list[str]]:
-    seen: list[str] = []
-
-    def before(_conn: object, _cur: object, stmt: str, *_args: object) -> None:
-        if not stmt.lstrip().upper().startswith("BEGIN"):  # SQLite's explicit BEGIN
-            seen.append(stmt)
-
-    event.listen(db.engine, "before_cursor_execute", before)
-    try:
-        yield seen
-    finally:
-        event.remove(db.engine, "before_cursor_execute", before)
+from tests.server.registry.helpers import statements as _statements
 
 
 def test_alias_resolution_is_one_join_plus_one_query(api: httpx.Client, db: Database) -> None:

@@ -5,11 +5,7 @@ model of the page ever had a version), and the endpoint's own JSON is exactly th
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
-
 import httpx
-from sqlalchemy import event
 
 from podstack.schemas import registry as sch
 from podstack.schemas.common import Page
@@ -17,21 +13,7 @@ from podstack.server.db.session import Database
 from podstack.server.registry import repository as repo
 from podstack.server.registry import service, views
 from tests.server.registry.helpers import make_run, new_version, transition
-
-
-@contextmanager
-def _statements(db: Database) -> Iterator[list[str]]:
-    seen: list[str] = []
-
-    def before(_conn: object, _cur: object, stmt: str, *_args: object) -> None:
-        if not stmt.lstrip().upper().startswith("BEGIN"):  # SQLite's explicit BEGIN
-            seen.append(stmt)
-
-    event.listen(db.engine, "before_cursor_execute", before)
-    try:
-        yield seen
-    finally:
-        event.remove(db.engine, "before_cursor_execute", before)
+from tests.server.registry.helpers import statements as _statements
 
 
 def _register(api: httpx.Client, name: str, **extra: object) -> None:
