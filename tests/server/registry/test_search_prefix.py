@@ -8,7 +8,7 @@ import httpx
 import pytest
 from sqlalchemy import text
 
-from podstack.server.registry import repository as repo
+from podstack.server.registry import model_pages as pages
 from tests.server.registry.helpers import error, make_run, new_version, transition
 
 
@@ -180,6 +180,6 @@ def test_prefix_search_reads_an_index_range(db: object) -> None:
 
 
 def test_prefix_bounds() -> None:
-    assert repo._prefix_bounds("ab") == ("ab", "ac")
-    assert repo._prefix_bounds("a\ud7ff") == ("a\ud7ff", "a\ue000")
-    assert repo._prefix_bounds("a\U0010ffff") is None
+    assert pages._prefix_bounds("ab") == ("ab", "ac")
+    assert pages._prefix_bounds("a\ud7ff") == ("a\ud7ff", "a\ue000")
+    assert pages._prefix_bounds("a\U0010ffff") is None

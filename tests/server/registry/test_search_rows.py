@@ -10,7 +10,7 @@ import httpx
 from podstack.schemas import registry as sch
 from podstack.schemas.common import Page
 from podstack.server.db.session import Database
-from podstack.server.registry import repository as repo
+from podstack.server.registry import model_pages as pages
 from podstack.server.registry import service, views
 from tests.server.registry.helpers import make_run, new_version, transition
 from tests.server.registry.helpers import statements as _statements
@@ -30,14 +30,14 @@ def test_search_returns_plain_rows_with_the_model_attributes(
     with db.session(readonly=True) as s:
         rows, token = service.search_models(s, labels=["team-x"])
         assert token is None
-        assert [type(r) for r in rows] == [repo.ModelRow, repo.ModelRow]
+        assert [type(r) for r in rows] == [pages.ModelRow, pages.ModelRow]
         for row in rows:
             m = service.get_model(s, row.name)
-            for field in repo.ModelRow._fields:
+            for field in pages.ModelRow._fields:
                 assert getattr(row, field) == getattr(m, field), field
         prefix, _ = service.search_models(s, q="ROWS-")
         assert [r.name for r in prefix] == ["rows-a", "rows-b"]
-        assert all(isinstance(r, repo.ModelRow) for r in prefix)
+        assert all(isinstance(r, pages.ModelRow) for r in prefix)
 
 
 def test_page_without_versions_costs_the_search_and_one_label_query(

@@ -37,6 +37,7 @@ from podstack.server.db.base import utcnow
 from podstack.server.events import service as events
 from podstack.server.pagination import clamp_limit, decode_token, encode_token, page_of
 from podstack.server.registry import hooks
+from podstack.server.registry import model_pages as pages
 from podstack.server.registry import repository as repo
 from podstack.server.registry.hooks import (
     Interception,
@@ -238,7 +239,7 @@ def update_model(
     labels: Sequence[str] | None = None,
 ) -> RegisteredModel:
     m = get_model(s, name)
-    before = _model_doc(m, repo.labels_of(s, [m.id])[m.id])
+    before = _model_doc(m, pages.labels_of(s, [m.id])[m.id])
     if description is not None:
         m.description = description
     if labels is not None:
@@ -263,7 +264,7 @@ def delete_model(s: Session, actor: str, name: str) -> None:
         )
     for guard in hooks.DELETE_GUARDS:
         guard(s, m, versions)
-    before = _model_doc(m, repo.labels_of(s, [m.id])[m.id])
+    before = _model_doc(m, pages.labels_of(s, [m.id])[m.id])
     before["versions"] = [v.version for v in versions]
     s.delete(m)  # versions, files, tags, metrics, aliases and history cascade in the database
     s.flush()
@@ -280,7 +281,7 @@ def search_models(
     order_by: str = "name",
     limit: int | None = None,
     page_token: str | None = None,
-) -> tuple[list[repo.ModelRow], str | None]:
+) -> tuple[list[pages.ModelRow], str | None]:
     """Free text over name and description; ``stage``: has a version in that stage;
     ``labels``: has all of them. Ordered by name (A→Z) or last update (newest first).
     The rows are plain column tuples with ``RegisteredModel``'s attribute names."""
@@ -306,7 +307,7 @@ def search_models(
                 raise ValueError(after[0])
         except (TypeError, ValueError):
             raise BadRequest("Invalid page_token.", {"page_token": page_token})
-    rows, maybe_more = repo.search_models(
+    rows, maybe_more = pages.search_models(
         s,
         q=(q or "").strip() or None,
         stage=stage_c,

@@ -20,6 +20,7 @@ from podstack.errors import BadRequest, NotFound, ValidationFailed
 from podstack.schemas import registry as sch
 from podstack.server.pagination import clamp_limit, decode_token, encode_token
 from podstack.server.registry import hooks
+from podstack.server.registry import model_pages as pages
 from podstack.server.registry import repository as repo
 from podstack.server.registry.models import ModelVersion, RegisteredModel
 from podstack.server.registry.service import (
@@ -33,21 +34,21 @@ from podstack.server.tracking import service as tracking
 # ---------------------------------------------------------------- models and versions
 
 
-def _summary_doc(mv: repo.VersionBrief | None) -> dict[str, Any] | None:
+def _summary_doc(mv: pages.VersionBrief | None) -> dict[str, Any] | None:
     if mv is None:
         return None
     return {"version": mv.version, "stage": mv.stage, "created_at": mv.created_at}
 
 
 def _model_docs(
-    s: Session, models: Sequence[RegisteredModel | repo.ModelRow]
+    s: Session, models: Sequence[RegisteredModel | pages.ModelRow]
 ) -> list[dict[str, Any]]:
     """``sch.RegisteredModel`` as plain dicts, keys in the schema's field order (so their
     JSON is byte for byte what the schema would write), aliases empty. One query for the
     page: labels, plus latest/Production versions of the models that ever had one."""
     ids = [m.id for m in models]
     # next_version == 1: no version was ever created, so there is nothing to look up.
-    labels, latest, prod = repo.list_extras(
+    labels, latest, prod = pages.list_extras(
         s, ids, [m.id for m in models if m.next_version > 1], "Production"
     )
     return [
@@ -67,7 +68,7 @@ def _model_docs(
 
 
 def model_page_json(
-    s: Session, models: Sequence[RegisteredModel | repo.ModelRow], next_page_token: str | None
+    s: Session, models: Sequence[RegisteredModel | pages.ModelRow], next_page_token: str | None
 ) -> bytes:
     """``Page[sch.RegisteredModel]`` as JSON, serialised straight from the rows: building
     100 pydantic objects only to serialise them costs more than the search's query."""
@@ -76,7 +77,7 @@ def model_page_json(
 
 def model_views(
     s: Session,
-    models: Sequence[RegisteredModel | repo.ModelRow],
+    models: Sequence[RegisteredModel | pages.ModelRow],
     *,
     with_aliases: bool = False,
 ) -> list[sch.RegisteredModel]:

@@ -5,7 +5,7 @@ Revises: 0006_merge
 Create Date: 2026-11-26
 
 Search with text ``q`` takes the models whose name starts with ``q`` first, as a range of
-this index (registry/repository.py ``search_models``). PostgreSQL compares in "C" order there:
+this index (registry/model_pages.py ``search_models``). PostgreSQL compares in "C" order there:
 only in code point order is "starts with q" one contiguous range, whatever the database
 collation. SQLite compares BINARY (code point order) by default.
 """

@@ -5,7 +5,7 @@ Revises: 0007_model_name_prefix_index
 Create Date: 2026-11-26
 
 Label search in name order reads a page as a range of ``ix_model_labels_label_name``
-(registry/repository.py ``search_models``) instead of walking every model's name and probing
+(registry/model_pages.py ``search_models``) instead of walking every model's name and probing
 each one for the label. ``model_name`` has the same type and (default) collation as
 ``registered_models.name``, so it sorts exactly as the name does.
 """
