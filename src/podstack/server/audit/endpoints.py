@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Query
@@ -11,6 +11,7 @@ from podstack.errors import BadRequest
 from podstack.schemas.audit import AuditEventOut
 from podstack.schemas.common import Page
 from podstack.server.audit import service
+from podstack.server.db.base import as_utc
 from podstack.server.deps import AdminCtx
 from podstack.server.pagination import clamp_limit, decode_token, page_of
 
@@ -32,8 +33,8 @@ def list_audit_events(
     key = decode_token(page_token, 1)
     if key is not None and not (isinstance(key[0], int) and 0 <= key[0] < 2**63):
         raise BadRequest("Invalid page_token.", {"page_token": page_token})
-    if since is not None and since.tzinfo is None:
-        since = since.replace(tzinfo=UTC)
+    if since is not None:
+        since = as_utc(since)
     with ctx.read() as s:
         rows = service.list_events(
             s,

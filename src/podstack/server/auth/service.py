@@ -6,7 +6,7 @@ import hashlib
 import re
 import secrets
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from argon2 import PasswordHasher
@@ -19,7 +19,7 @@ from podstack.server.audit import service as audit
 from podstack.server.auth import token_cache
 from podstack.server.auth.models import ApiToken, User
 from podstack.server.auth.principal import ROLES, Principal
-from podstack.server.db.base import utcnow
+from podstack.server.db.base import as_utc, utcnow
 
 TOKEN_PREFIX = "pst_"
 _USERNAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
@@ -404,8 +404,8 @@ def issue_token(
                 "expires_in_days must be at least 1.", {"field": "expires_in_days"}
             )
         expires_at = utcnow() + timedelta(days=expires_in_days)
-    elif expires_at is not None and expires_at.tzinfo is None:
-        expires_at = expires_at.replace(tzinfo=UTC)  # naive timestamps are taken as UTC
+    elif expires_at is not None:
+        expires_at = as_utc(expires_at)
     return create_token(session, principal.username, username, name, expires_at=expires_at)
 
 

@@ -23,7 +23,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy.exc import IntegrityError as DBIntegrityError
@@ -33,7 +33,7 @@ from podstack.errors import BadRequest, Conflict, NotFound, ValidationFailed
 from podstack.server.artifacts import service as artifacts
 from podstack.server.artifacts.paths import validate_artifact_path
 from podstack.server.audit import service as audit
-from podstack.server.db.base import utcnow
+from podstack.server.db.base import as_utc, utcnow
 from podstack.server.events import service as events
 from podstack.server.pagination import clamp_limit, decode_token, encode_token, page_of
 from podstack.server.registry import hooks
@@ -763,7 +763,7 @@ def version_by_stage(
                 {"model_name": name, "stage": stage_c},
             )
         return m, found[0]
-    at = _aware(at)
+    at = as_utc(at)
     # Replay the recorded transitions up to ``at``: stage and entry time per version number.
     state: dict[int, tuple[str, datetime]] = {
         v.version: ("None", v.created_at) for v in repo.versions_created_until(s, m.id, at)
@@ -785,10 +785,6 @@ def version_by_stage(
             {"model_name": name, "stage": stage_c, "at": when, "version": number},
         )
     return m, mv
-
-
-def _aware(at: datetime) -> datetime:
-    return at.replace(tzinfo=UTC) if at.tzinfo is None else at.astimezone(UTC)
 
 
 # ---------------------------------------------------------------- aliases
@@ -866,7 +862,7 @@ def version_by_alias(
     m = get_model(s, name)
     if not isinstance(alias, str) or not ALIAS_RE.fullmatch(alias):
         validate_alias(alias)  # raises with the syntax message
-    at_c = _aware(at) if at is not None else None
+    at_c = as_utc(at) if at is not None else None
     when = at_c.isoformat() if at_c else None
     if alias.lower() == LATEST:
         mv = repo.highest_version(s, m.id, created_before=at_c)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import and_, exists, select
@@ -13,7 +13,7 @@ from sqlalchemy.sql.elements import ColumnElement
 from podstack.errors import Conflict, NotFound, ValidationFailed
 from podstack.schemas import tracking as sch
 from podstack.server.audit import service as audit
-from podstack.server.db.base import model_to_dict, new_id, utcnow
+from podstack.server.db.base import as_utc, model_to_dict, new_id, utcnow
 from podstack.server.pagination import clamp_limit, decode_token, encode_token, page_of
 from podstack.server.tracking import filters
 from podstack.server.tracking import repository as repo
@@ -242,12 +242,6 @@ def log_params(s: Session, actor: str, run_id: str, params: dict[str, str]) -> N
         audit.record(s, actor, "run.log_params", "run", run_id, None, {"params": new})
 
 
-def _aware(ts: datetime) -> datetime:
-    # A naive timestamp from the client means UTC (UTCDateTime stores it so); made aware here
-    # so it compares with the server's aware "now" when picking the latest point of a key.
-    return ts if ts.tzinfo is not None else ts.replace(tzinfo=UTC)
-
-
 def log_metrics(s: Session, actor: str, run_id: str, body: sch.LogMetrics) -> int:
     require_active_run(s, run_id)
     now = utcnow()
@@ -255,13 +249,14 @@ def log_metrics(s: Session, actor: str, run_id: str, body: sch.LogMetrics) -> in
     rows: list[repo.MetricRow] = []
     if body.metrics:
         step = body.step or 0
-        ts = _aware(body.timestamp) if body.timestamp else now
+        # Aware, so it compares with the server's "now" when picking a key's latest point.
+        ts = as_utc(body.timestamp) if body.timestamp else now
         rows += [(run_id, k, v if v == v else None, step, ts) for k, v in body.metrics.items()]
     if body.points:
         for p in body.points:
             v = p["value"]
             ts = p.get("timestamp")
-            ts = now if ts is None else _aware(ts)
+            ts = now if ts is None else as_utc(ts)
             # v != v only for NaN: NULL encodes it (SQLite cannot store NaN).
             rows.append((run_id, p["key"], v if v == v else None, p.get("step", 0), ts))
     if not rows:
