@@ -2,18 +2,14 @@
 
 from __future__ import annotations
 
-import email.message
-from functools import lru_cache
-from typing import Annotated, Any
+from typing import Annotated
 
-from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
-from fastapi.exceptions import RequestValidationError
-from pydantic import BaseModel, ValidationError
-from starlette.requests import ClientDisconnect
+from fastapi import APIRouter, Depends, Query, Response
 
 from podstack.schemas import tracking as sch
 from podstack.schemas.common import Page
 from podstack.server.deps import EditorCtx, ViewerCtx
+from podstack.server.json_body import json_body, json_body_doc
 from podstack.server.tracking import service
 
 router = APIRouter(tags=["tracking"])
@@ -101,73 +97,11 @@ def log_params(run_id: str, body: sch.LogParams, ctx: EditorCtx) -> Response:
     return Response(status_code=204)
 
 
-@lru_cache(maxsize=64)
-def _is_json(content_type: str | None) -> bool:
-    """FastAPI's rule for parsing a body as JSON: application/json or application/*+json; no
-    Content-Type at all is not JSON (its strict_content_type default)."""
-    if not content_type:
-        return False
-    message = email.message.Message()
-    message["content-type"] = content_type
-    if message.get_content_maintype() != "application":
-        return False
-    subtype = message.get_content_subtype()
-    return subtype == "json" or subtype.endswith("+json")
-
-
-async def _log_metrics_body(request: Request) -> sch.LogMetrics:
-    """The body parsed and validated in one pass by pydantic-core's JSON parser, instead of
-    FastAPI's stdlib ``json.loads`` then validation of the resulting dict tree (issue 8: a
-    1,000-point request). Errors come out as FastAPI's would: ``body.``-prefixed locations,
-    so the same 422 with the field, and invalid JSON as the same 400."""
-    try:
-        raw = await request.body()
-    except ClientDisconnect as exc:
-        raise HTTPException(400, "There was an error parsing the body") from exc
-    if not raw:
-        missing = {"type": "missing", "loc": ("body",), "msg": "Field required", "input": None}
-        raise RequestValidationError([missing], body=raw)
-    try:
-        if _is_json(request.headers.get("content-type")):
-            return sch.LogMetrics.model_validate_json(raw)
-        # Not JSON: FastAPI validates the raw bytes, which fails with "should be a valid
-        # dictionary or object"; keep that answer.
-        return sch.LogMetrics.model_validate(raw)
-    except ValidationError as exc:
-        errors = [{**e, "loc": ("body", *e["loc"])} for e in exc.errors(include_url=False)]
-        raise RequestValidationError(errors, body=raw) from None
-
-
-def _request_body_doc(model: type[BaseModel]) -> dict[str, Any]:
-    """OpenAPI ``requestBody`` for a route that parses its body itself: the model's schema
-    with its ``$defs`` inlined (an operation cannot add entries to components/schemas)."""
-    schema = model.model_json_schema()
-    defs = schema.pop("$defs", {})
-
-    def inline(node: Any) -> Any:
-        if isinstance(node, dict):
-            ref = node.get("$ref")
-            if isinstance(ref, str) and ref.startswith("#/$defs/"):
-                rest = {k: v for k, v in node.items() if k != "$ref"}
-                return inline({**defs[ref.removeprefix("#/$defs/")], **rest})
-            return {k: inline(v) for k, v in node.items()}
-        if isinstance(node, list):
-            return [inline(v) for v in node]
-        return node
-
-    return {
-        "requestBody": {
-            "required": True,
-            "content": {"application/json": {"schema": inline(schema)}},
-        }
-    }
-
-
-@router.post("/runs/{run_id}/metrics", openapi_extra=_request_body_doc(sch.LogMetrics))
+@router.post("/runs/{run_id}/metrics", openapi_extra=json_body_doc(sch.LogMetrics))
 def log_metrics(
     run_id: str,
     ctx: EditorCtx,  # first: the caller is authenticated before the body is looked at
-    body: Annotated[sch.LogMetrics, Depends(_log_metrics_body)],
+    body: Annotated[sch.LogMetrics, Depends(json_body(sch.LogMetrics))],
 ) -> dict[str, int]:
     ctx.principal.require_run_access(run_id)
     with ctx.write() as s:
