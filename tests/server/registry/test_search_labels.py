@@ -198,3 +198,18 @@ def test_label_search_plan_is_a_range_of_the_label_name_index(
     assert "ix_model_labels_label_name" in plan, plan
     assert "TEMP B-TREE" not in plan.upper(), plan  # SQLite: no sort step
     assert "Sort" not in plan.replace("Sort Key", ""), plan  # PostgreSQL: no sort step
+
+
+def test_more_labels_than_the_statement_cache_keeps(db: Database) -> None:
+    """Search statements are cached per shape for up to 4 labels; more labels are built per
+    request and must mean the same: every label held."""
+    six = [f"l{i}" for i in range(6)]
+    with db.session() as s:
+        service.register_model(s, "admin", "all-six", labels=six)
+        service.register_model(s, "admin", "five-of-six", labels=six[:5])
+        service.register_model(s, "admin", "missing-l0", labels=six[1:])
+    for labels in (six[:5], six):
+        expected = _reference(db, labels)
+        assert expected == (["all-six", "five-of-six"] if len(labels) == 5 else ["all-six"])
+        for limit in (1, 100):
+            assert [n for p in _pages(db, limit, labels=labels) for n in p] == expected

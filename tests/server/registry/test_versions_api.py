@@ -81,6 +81,25 @@ def test_create_answers_the_lean_view_unless_detail_is_asked(api: httpx.Client) 
     assert api.get("/registered-models/lean-model/versions/2").json() == detailed
 
 
+@pytest.mark.parametrize("bad", ["maybe", "2", ""])
+def test_detail_must_be_a_boolean(api: httpx.Client, bad: str) -> None:
+    run = make_run(api, {"model.pt": b"weights"})
+    new_version(api, "detail-model", run)
+    api.put(
+        "/registered-models/detail-model/aliases/champion", json={"version": 1}
+    ).raise_for_status()
+    before = state(api)
+    r = api.post(
+        "/registered-models/detail-model/versions",
+        params={"detail": bad},
+        json={"source_run_id": run, "artifact_path": "model.pt"},
+    )
+    error(r, 422, "VALIDATION_ERROR", "detail")
+    assert state(api) == before  # no version 2
+    r = api.get("/registered-models/detail-model/aliases/champion", params={"detail": bad})
+    error(r, 422, "VALIDATION_ERROR", "detail")
+
+
 def test_directory_and_whole_run_artifacts(api: httpx.Client) -> None:
     files = {
         "checkpoints/best_model.pt": b"best",
