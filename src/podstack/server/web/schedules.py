@@ -10,7 +10,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Form
 from fastapi.responses import Response
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from podstack.errors import PodstackError
 from podstack.schemas import schedules as sch
@@ -282,50 +282,58 @@ def describe(ctx: ViewerPage, cron: str = "", timezone: str = "UTC") -> Response
     return ctx.render("schedules/_describe.html", preview=preview, error=error)
 
 
+class ScheduleForm(BaseModel):
+    """The fields of the schedule form, which creating and editing both post (editing has no
+    name: it cannot change)."""
+
+    name: str = ""
+    experiment: str = ""
+    cron: str = ""
+    timezone: str = "UTC"
+    config: str = ""
+    description: str = ""
+    overlap: str = "skip"
+    misfire: str = "run_latest"
+    grace: str = ""
+    timeout: str = ""
+    executor_type: str = "local"
+    command: str = ""
+    webhook_url: str = ""
+    webhook_secret: str = ""
+    k8s_image: str = ""
+    k8s_gpu_type: str = ""
+    k8s_gpu_count: str = ""
+    k8s_namespace: str = ""
+    k8s_command: str = ""
+
+
+def _fields_from_form(data: ScheduleForm) -> dict[str, Any]:
+    """The schedule fields both ScheduleCreate and ScheduleUpdate take, from the form."""
+    return {
+        "experiment_id": data.experiment.strip(),
+        "cron": data.cron.strip(),
+        "timezone": data.timezone.strip() or "UTC",
+        "config": _parse_config(data.config),
+        "executor": _executor_from_form(data.model_dump()),
+        "description": data.description.strip() or None,
+        "overlap_policy": data.overlap,
+        "misfire_policy": data.misfire,
+        "misfire_grace_seconds": _int_or_none(data.grace, "grace", "Grace window"),
+        "timeout_seconds": _int_or_none(data.timeout, "timeout", "Timeout"),
+    }
+
+
 @router.post("/schedules")
 def create_schedule(
     ctx: EditorAction,
-    name: Annotated[str, Form()] = "",
-    experiment: Annotated[str, Form()] = "",
-    cron: Annotated[str, Form()] = "",
-    timezone: Annotated[str, Form()] = "UTC",
-    config: Annotated[str, Form()] = "",
-    description: Annotated[str, Form()] = "",
-    overlap: Annotated[str, Form()] = "skip",
-    misfire: Annotated[str, Form()] = "run_latest",
-    grace: Annotated[str, Form()] = "",
-    timeout: Annotated[str, Form()] = "",
-    executor_type: Annotated[str, Form()] = "local",
-    command: Annotated[str, Form()] = "",
-    webhook_url: Annotated[str, Form()] = "",
-    webhook_secret: Annotated[str, Form()] = "",
-    k8s_image: Annotated[str, Form()] = "",
-    k8s_gpu_type: Annotated[str, Form()] = "",
-    k8s_gpu_count: Annotated[str, Form()] = "",
-    k8s_namespace: Annotated[str, Form()] = "",
-    k8s_command: Annotated[str, Form()] = "",
+    data: Annotated[ScheduleForm, Form()],
 ) -> Response:
-    form = {k: v for k, v in locals().items() if isinstance(v, str)}
-    form["webhook_secret"] = ""  # never echoed back
+    form = {**data.model_dump(), "webhook_secret": ""}  # the secret is never echoed back
     try:
-        raw_executor = _executor_from_form({**form, "webhook_secret": webhook_secret})
-        if raw_executor.get("secret") == sch.SECRET_MASK:
-            raw_executor["secret"] = ""
-        body = sch.ScheduleCreate.model_validate(
-            {
-                "name": name.strip(),
-                "experiment_id": experiment.strip(),
-                "cron": cron.strip(),
-                "timezone": timezone.strip() or "UTC",
-                "config": _parse_config(config),
-                "executor": raw_executor,
-                "description": description.strip() or None,
-                "overlap_policy": overlap,
-                "misfire_policy": misfire,
-                "misfire_grace_seconds": _int_or_none(grace, "grace", "Grace window"),
-                "timeout_seconds": _int_or_none(timeout, "timeout", "Timeout"),
-            }
-        )
+        fields = _fields_from_form(data)
+        if fields["executor"].get("secret") == sch.SECRET_MASK:
+            fields["executor"]["secret"] = ""
+        body = sch.ScheduleCreate.model_validate({"name": data.name.strip(), **fields})
         with ctx.write() as s:
             row = service.create_schedule(s, ctx.principal, body, settings=ctx.settings)
             ref, created = row.id, row.name
@@ -377,44 +385,12 @@ def schedule_page(
 def edit_schedule(
     ctx: EditorAction,
     ref: str,
-    experiment: Annotated[str, Form()] = "",
-    cron: Annotated[str, Form()] = "",
-    timezone: Annotated[str, Form()] = "UTC",
-    config: Annotated[str, Form()] = "",
-    description: Annotated[str, Form()] = "",
-    overlap: Annotated[str, Form()] = "skip",
-    misfire: Annotated[str, Form()] = "run_latest",
-    grace: Annotated[str, Form()] = "",
-    timeout: Annotated[str, Form()] = "",
-    executor_type: Annotated[str, Form()] = "local",
-    command: Annotated[str, Form()] = "",
-    webhook_url: Annotated[str, Form()] = "",
-    webhook_secret: Annotated[str, Form()] = "",
-    k8s_image: Annotated[str, Form()] = "",
-    k8s_gpu_type: Annotated[str, Form()] = "",
-    k8s_gpu_count: Annotated[str, Form()] = "",
-    k8s_namespace: Annotated[str, Form()] = "",
-    k8s_command: Annotated[str, Form()] = "",
+    data: Annotated[ScheduleForm, Form()],
 ) -> Response:
-    form = {k: v for k, v in locals().items() if isinstance(v, str)}
-    form["webhook_secret"] = ""
     current = _load(ctx, ref)
-    form["name"] = current.name
+    form = {**data.model_dump(), "webhook_secret": "", "name": current.name}
     try:
-        body = sch.ScheduleUpdate.model_validate(
-            {
-                "experiment_id": experiment.strip(),
-                "cron": cron.strip(),
-                "timezone": timezone.strip() or "UTC",
-                "config": _parse_config(config),
-                "executor": _executor_from_form({**form, "webhook_secret": webhook_secret}),
-                "description": description.strip() or None,
-                "overlap_policy": overlap,
-                "misfire_policy": misfire,
-                "misfire_grace_seconds": _int_or_none(grace, "grace", "Grace window"),
-                "timeout_seconds": _int_or_none(timeout, "timeout", "Timeout"),
-            }
-        )
+        body = sch.ScheduleUpdate.model_validate(_fields_from_form(data))
         with ctx.write() as s:
             row = service.update_schedule(s, ctx.principal, ref, body, settings=ctx.settings)
             version = row.version
