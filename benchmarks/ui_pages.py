@@ -67,7 +67,7 @@ def _fill(db: Any, store: Any, n_models: int, n_versions: int) -> dict[str, Any]
         for i in range(0, n_models, 50):  # 2% of models have versions, in every stage
             name = f"model-{i:05d}"
             for k in range(4):
-                registry.create_version(s, actor, name, source, "model.pt")
+                registry.add_version(s, actor, name, source, "model.pt")
                 if STAGES[k] != "None":
                     registry.transition_stage(s, actor, name, k + 1, STAGES[k])
     models_s = time.perf_counter() - t0
@@ -94,7 +94,7 @@ def _fill(db: Any, store: Any, n_models: int, n_versions: int) -> dict[str, Any]
                 ),
             )
             tracking.update_run(s, actor, run.id, tsch.RunUpdate(status=tsch.RunStatus.FINISHED))
-            registry.create_version(s, actor, BIG, run.id, "model.pt", description=f"v{v}")
+            registry.add_version(s, actor, BIG, run.id, "model.pt", description=f"v{v}")
         registry.transition_stage(s, actor, BIG, n_versions - 1, "Production")
         registry.transition_stage(s, actor, BIG, n_versions, "Staging")
     return {

@@ -67,9 +67,9 @@ def test_numbers_are_right_when_the_model_is_already_loaded(
     run = make_run(api)
     with db.session() as s:
         m = service.register_model(s, "admin", "loaded")
-        assert service.create_version(s, "admin", "loaded", run, "model.pt")[1].version == 1
+        assert service.add_version(s, "admin", "loaded", run, "model.pt").version.version == 1
         assert m.next_version == 2
-        assert service.create_version(s, "admin", "loaded", run, "model.pt")[1].version == 2
+        assert service.add_version(s, "admin", "loaded", run, "model.pt").version.version == 2
         service.get_version(s, "loaded", 2)  # found: the version rows are the session's own
     assert [
         v["version"] for v in api.get("/registered-models/loaded/versions").json()["items"]

@@ -84,7 +84,6 @@ __all__ = [
     "TransitionProposal",
     "add_version",
     "apply_transition",
-    "create_version",
     "delete_model",
     "delete_version",
     "get_model",
@@ -372,20 +371,6 @@ class NewVersion:
     parent: tuple[str, int] | None  # (model name, version number)
 
 
-def create_version(
-    s: Session,
-    actor: str,
-    model_name: str,
-    source_run_id: str,
-    artifact_path: str,
-    description: str | None = None,
-    tags: dict[str, str] | None = None,
-    parent: str | None = None,
-) -> tuple[RegisteredModel, ModelVersion]:
-    new = add_version(s, actor, model_name, source_run_id, artifact_path, description, tags, parent)
-    return new.model, new.version
-
-
 def add_version(
     s: Session,
     actor: str,
@@ -396,7 +381,8 @@ def add_version(
     tags: dict[str, str] | None = None,
     parent: str | None = None,
 ) -> NewVersion:
-    """``create_version``, returning the parts of the new version's view too."""
+    """Creates the next version of ``model_name`` from a run's artifact (registering the
+    model on first use) and returns it with the parts of its view (model, tags, parent)."""
     # Everything that can refuse the request is checked before the model row is locked, so
     # the lock is held only for the few statements that allocate and insert.
     validate_model_name(model_name)

@@ -165,7 +165,7 @@ def register_from_run(
                 registry.register_model(s, ctx.actor, name)
             else:
                 registry.get_model(s, name)  # "existing" must exist: no silent auto-register
-            m, mv = registry.create_version(
+            new = registry.add_version(
                 s,
                 ctx.actor,
                 name,
@@ -173,8 +173,8 @@ def register_from_run(
                 artifact_path,
                 description=description.strip() or None,
             )
-            target = f"/models/{m.name}/versions/{mv.version}"
-            number = mv.version
+            target = f"/models/{new.model.name}/versions/{new.version.version}"
+            number = new.version.version
     except PodstackError as exc:
         if isinstance(exc, NotFound) and mode == "existing" and "model_name" in exc.details:
             exc = ValidationFailed(
