@@ -418,6 +418,56 @@ def test_every_route_against_every_caller(
     assert not mismatches, "\n".join(mismatches)
 
 
+# ---------------------------------------------------------------- run-scoped job tokens
+
+
+def _in_job_scope(template: str) -> bool:
+    rel = template.removeprefix("/api/v1")
+    return template.startswith("/api/v1/") and (
+        rel == "/me" or rel == "/runs/{run_id}" or rel.startswith("/runs/{run_id}/")
+    )
+
+
+def test_job_token_is_refused_on_every_route_outside_its_run(
+    live_server: LiveServer, db: Database, world: World
+) -> None:
+    """The token a scheduled job gets (scope ``run:<id>``) is refused on every UI route and
+    every API route outside ``/api/v1/runs/<its run>/…``, even where a UI route has the same
+    shape as its run's (``POST /runs/<its run>/register`` once registered versions with it).
+    The UI client holds a session cookie and CSRF token from ``GET /login`` as an attacker's
+    would, so only the scope check stands between the token and the route."""
+    from podstack.server.auth import service as auth_service
+
+    run_id = world.ids["run_id"]
+    with db.session() as s:
+        job = auth_service.create_token(
+            s, "admin", world.usernames["editor"], "job", scope=f"run:{run_id}"
+        ).value
+    before = _audit_count(db)
+    checked: list[str] = []
+    wrong: list[str] = []
+    c = _ui_client(world.url)
+    c.headers["Authorization"] = f"Bearer {job}"
+    try:
+        for method, template in _routes(live_server.app):
+            if TABLE.get(f"{method} {template}") == "anyone" or _in_job_scope(template):
+                continue
+            path = path_for(method, template, world)
+            body = {} if method in ("POST", "PUT", "PATCH") else None
+            if _is_ui(template):
+                r = c.request(method, path, data=body)
+            else:
+                r = c.request(method, path, json=body)
+            checked.append(template)
+            if r.status_code != 403 or "outside that scope" not in r.text:
+                wrong.append(f"{method} {template}: {r.status_code} {r.text[:120]}")
+    finally:
+        c.close()
+    assert "/runs/{run_id}/register" in checked and "/models" in checked
+    assert not wrong, "job token not refused:\n" + "\n".join(wrong)
+    assert _audit_count(db) == before, "a refused call changed something"
+
+
 # ---------------------------------------------------------------- secrets at rest
 
 

@@ -89,6 +89,10 @@ def test_rule_itself() -> None:
         "/api/v1/runs/run-10",
         "/api/v1/runs",
         "/experiments",  # the web UI
+        "/runs/run-1/register",  # a UI route shaped like the run's own API path
+        "/runs/run-1",
+        "/me",
+        "/api/v1",
         "/",
     ):
         with pytest.raises(PermissionDenied):

@@ -49,13 +49,21 @@ class Principal:
         if not self.scope:
             return
         kind, _, value = self.scope.partition(":")
-        rel = path.removeprefix(API_PREFIX)
+        # Only API paths can be in scope: a UI route such as /runs/<id>/register shares the
+        # run's path shape but registers versions, so the prefix must be present, not stripped
+        # when it happens to be there.
+        if not path.startswith(API_PREFIX + "/"):
+            raise self._outside_scope(kind, value, path)
+        rel = path[len(API_PREFIX) :]
         segments = rel.split("/")
         if kind == "run" and value and "." not in segments and ".." not in segments:
             own = f"/runs/{value}"
             if rel in ("/me", own) or rel.startswith(own + "/"):
                 return
-        raise PermissionDenied(
+        raise self._outside_scope(kind, value, path)
+
+    def _outside_scope(self, kind: str, value: str, path: str) -> PermissionDenied:
+        return PermissionDenied(
             f"This token is limited to {self.scope} and can only be used on "
             + (f"{API_PREFIX}/runs/{value}/…" if kind == "run" else "nothing")
             + f"; {path} is outside that scope.",
