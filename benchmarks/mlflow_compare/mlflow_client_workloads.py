@@ -13,6 +13,10 @@ import uuid
 from typing import Any
 
 from client_script import (
+    check_searches,
+    check_versions,
+    check_w1,
+    file_sha256,
     in_parallel,
     metric_batches,
     model_name,
@@ -55,21 +59,27 @@ def _run_with_artifact(c: MlflowClient, workdir: str) -> tuple[str, str]:
 def w1(job: dict[str, Any]) -> dict[str, Any]:
     sz, c = job["sizes"], _client(job)
     run_id = _new_run(c)
-    now = int(time.time() * 1000)
-    batches = [
-        [Metric(k, v, now, s) for k, v, s in b]
-        for b in metric_batches(sz["w1_keys"], sz["w1_steps"], sz["w1_batch"])
-    ]
+    sent = metric_batches(sz["w1_keys"], sz["w1_steps"], sz["w1_batch"])
+    batches = [[Metric(k, v, t, s) for k, v, s, t in b] for b in sent]
     points = sum(len(b) for b in batches)
     with measure(job["server_pid"]) as m:
         for b in batches:
             c.log_batch(run_id, metrics=b)
-    logged = None
-    if job.get("verify", True):  # the profiler turns this off to see only the writes
-        logged = sum(
-            len(c.get_metric_history(run_id, f"metric_{k:02d}")) for k in range(sz["w1_keys"])
-        )
-    return {**m.as_dict(), "points": points, "stored": logged, "rate": points / m.wall_s}
+    stored = None
+    if job.get("verify", True):
+        stored = [
+            (p.key, p.value, p.step, p.timestamp)
+            for k in range(sz["w1_keys"])
+            for p in c.get_metric_history(run_id, f"metric_{k:02d}")
+        ]
+    check = check_w1([p for b in sent for p in b], stored)
+    return {
+        **m.as_dict(),
+        "points": points,
+        "stored": None if stored is None else len(stored),
+        "rate": points / m.wall_s,
+        "check": check,
+    }
 
 
 def w2(job: dict[str, Any]) -> dict[str, Any]:
@@ -82,7 +92,20 @@ def w2(job: dict[str, Any]) -> dict[str, Any]:
         last = None
         for _ in range(n):
             last = c.create_model_version(name, source, run_id=run_id)
-    return {**m.as_dict(), "versions": n, "last": int(last.version), "rate": n / m.wall_s}
+    stored = [
+        int(v.version) for v in c.search_model_versions(f"name = '{name}'", max_results=10_000)
+    ]
+    check = check_versions(stored, n)
+    if int(last.version) != n:
+        check["ok"] = False
+        check["problems"].append(f"the last create answered version {last.version}, not {n}")
+    return {
+        **m.as_dict(),
+        "versions": n,
+        "last": int(last.version),
+        "rate": n / m.wall_s,
+        "check": check,
+    }
 
 
 def w3(job: dict[str, Any]) -> dict[str, Any]:
@@ -113,8 +136,18 @@ def w3(job: dict[str, Any]) -> dict[str, Any]:
     )
     expected = list(range(1, threads * per + 1))
     all_errors = errors_in_thread + [repr(e) for e in errors]
+    check = check_versions(stored, threads * per)
+    if sorted(got) != expected:
+        check["ok"] = False
+        check["problems"].append(
+            f"the creates answered {len(got)} versions, {len(set(got))} distinct"
+        )
+    if all_errors:
+        check["ok"] = False
+        check["problems"].append(f"{len(all_errors)} errors, e.g. {all_errors[0][:120]}")
     return {
         **m.as_dict(),
+        "check": check,
         "versions": len(got),
         "rate": len(got) / m.wall_s,
         "errors": len(all_errors),
@@ -136,22 +169,30 @@ def w4(job: dict[str, Any]) -> dict[str, Any]:
     labels, prefixes = search_plan(models, teams, n)
     cap = sz["w4_search_max_s"]
     with measure(job["server_pid"]) as m:
-        lat_label, sizes_l, capped_l = search_loop(
+        lat_label, sizes_l, capped_l, ans_l = search_loop(
             labels,
             lambda team: c.search_registered_models(
                 filter_string=f"tags.team = '{team}'", max_results=100
             ),
             cap,
         )
-        lat_prefix, sizes_p, capped_p = search_loop(
+        lat_prefix, sizes_p, capped_p, ans_p = search_loop(
             prefixes,
             lambda p: c.search_registered_models(
                 filter_string=f"name LIKE '{p}%'", max_results=100
             ),
             cap,
         )
+    label_check = check_searches("label", labels, ans_l, models, teams)
+    prefix_check = check_searches("prefix", prefixes, ans_p, models, teams)
     return {
         **m.as_dict(),
+        "check": {
+            "ok": label_check["ok"] and prefix_check["ok"],
+            "problems": label_check["problems"] + prefix_check["problems"],
+            "label_digests": label_check["digests"],
+            "prefix_digests": prefix_check["digests"],
+        },
         "models": models,
         "seed_s": round(t_seed, 2),
         "seeded_via": "client",
@@ -176,18 +217,24 @@ def w5(job: dict[str, Any]) -> dict[str, Any]:
             lat.append(dt)
     assert got.version == v.version
     count = [0] * sz["w5_threads"]
+    wrong = [0] * sz["w5_threads"]
     duration = sz["w5_seconds"]
 
     def body(i: int) -> None:
         mine = _client(job)
         end = time.perf_counter() + duration
         while time.perf_counter() < end:
-            mine.get_model_version_by_alias(name, "champion")
+            if mine.get_model_version_by_alias(name, "champion").version != v.version:
+                wrong[i] += 1
             count[i] += 1
 
     with measure(job["server_pid"]) as par:
         errors = run_threads(sz["w5_threads"], body)
+    problems = [f"{len(errors)} thread errors, e.g. {errors[0]!r:.120}"] if errors else []
+    if sum(wrong):
+        problems.append(f"{sum(wrong)} lookups answered a version other than {v.version}")
     return {
+        "check": {"ok": not problems, "problems": problems, "version": int(v.version)},
         "sequential": {**latency_summary(lat), **seq.as_dict()},
         "threaded": {
             **par.as_dict(),
@@ -195,6 +242,7 @@ def w5(job: dict[str, Any]) -> dict[str, Any]:
             "requests": sum(count),
             "rate": sum(count) / par.wall_s,
             "errors": len(errors),
+            "wrong_version": sum(wrong),
         },
     }
 
@@ -212,9 +260,12 @@ def w6(job: dict[str, Any]) -> dict[str, Any]:
     with RssSampler(job["server_pid"]) as down_rss, measure(job["server_pid"]) as down:
         out = c.download_artifacts(run_id, "w6-payload.bin", dst)
     ok = os.path.getsize(out) == size
+    sent_sha, got_sha = file_sha256(src), file_sha256(out)
     os.remove(out)
     mib = size / 2**20
+    problems = [] if got_sha == sent_sha else ["downloaded file's sha256 differs from the upload"]
     return {
+        "check": {"ok": not problems, "problems": problems, "sha256": got_sha},
         "size_mib": mib,
         "upload": {**up.as_dict(), "rate": mib / up.wall_s, "rss_growth_mib": up_rss.growth_mib},
         "download": {

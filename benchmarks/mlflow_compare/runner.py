@@ -11,6 +11,7 @@ Environment knobs (defaults = the issue's full run):
   BENCH_WORKDIR=/path           where temp servers, databases and files go (default: system tmp)
   BENCH_WAIT_QUIET=5            max seconds to wait before each workload for a quiet machine
   BENCH_WAIT_QUIET_TOTAL=40     ... and in total for the run (shared evenly by the 4 suites)
+  BENCH_REPEATS=3              runs of each suite; the products alternate which goes first
   BENCH_KEEP=1                  keep the work directory (server and client logs) afterwards
   BENCH_RESULTS_MD=1|0          force writing (or not) benchmarks/RESULTS.md; by default only a
                                 full-size run of everything rewrites it
@@ -30,7 +31,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks.mlflow_compare import databases, mlflow_env, report, sizes
+from benchmarks.mlflow_compare import answers, databases, mlflow_env, report, sizes
 from benchmarks.mlflow_compare.measure import make_file
 from benchmarks.mlflow_compare.servers import machine_info
 from benchmarks.mlflow_compare.workloads import (
@@ -40,6 +41,11 @@ from benchmarks.mlflow_compare.workloads import (
     copy_limit,
     run_suite,
 )
+
+# Each suite (product x backend) runs this many times, the products taking turns to go first
+# (MLflow used to run first every time, on the fresher machine); the report gives the median
+# and the spread of the repeats.
+REPEATS = max(1, int(os.environ.get("BENCH_REPEATS", "3")))
 
 
 def log(msg: str) -> None:
@@ -77,7 +83,9 @@ def main(args: Any = None) -> dict[str, Any]:
         "loadavg_start": [round(x, 2) for x in os.getloadavg()],
         "quiet_wait_s": {
             "per_workload": QUIET_WAIT_S,
-            "per_suite": round(QUIET_WAIT_TOTAL_S / max(1, len(kinds) * len(products)), 1),
+            "per_suite": round(
+                QUIET_WAIT_TOTAL_S / max(1, len(kinds) * len(products) * REPEATS), 1
+            ),
         },
         "runs": {},
         "errors": [],
@@ -105,7 +113,11 @@ def main(args: Any = None) -> dict[str, Any]:
             payload = shared / "w6-payload.bin"
             make_file(str(payload), sz.w6_mib * 2**20)
             results["copy_limit"] = copy_limit(payload, shared)
-            timings["W6 file + cp limit"] = round(time.perf_counter() - t0, 1)
+            timings["W6 file + disk limit"] = round(time.perf_counter() - t0, 1)
+        results["repeats"] = REPEATS
+        results["order"] = {}
+        results["validity"] = {}
+        raw: dict[str, dict[str, list[Any]]] = {}
         for kind in kinds:
             if kind == "postgresql" and not databases.postgres_available():
                 msg = (
@@ -115,27 +127,53 @@ def main(args: Any = None) -> dict[str, Any]:
                 results["errors"].append(msg)
                 log(msg)
                 continue
-            results["runs"][kind] = {}
-            for product in products:
-                t0 = time.perf_counter()
-                try:
-                    results["runs"][kind][product] = run_suite(
-                        product,
-                        kind,
-                        sz,
-                        selected,
-                        workdir,
-                        shared,
-                        sizes.scale_levels(),
-                        log,
-                        quiet_budget_s=QUIET_WAIT_TOTAL_S / (len(kinds) * len(products)),
-                    )
-                except Exception as exc:
-                    msg = f"{product}/{kind}: {type(exc).__name__}: {exc}"
-                    results["errors"].append(msg.splitlines()[0][:300])
-                    results["runs"][kind][product] = {"error": msg}
-                    log(msg)
-                timings[f"{kind} {product}"] = round(time.perf_counter() - t0, 1)
+            raw[kind] = {p: [] for p in products}
+            results["order"][kind] = []
+            for rep in range(REPEATS):
+                order = products if rep % 2 == 0 else list(reversed(products))
+                results["order"][kind].append(order)
+                for product in order:
+                    t0 = time.perf_counter()
+                    try:
+                        res = run_suite(
+                            product,
+                            kind,
+                            sz,
+                            selected,
+                            workdir / f"run{rep + 1}",
+                            shared,
+                            # Our 20k/100k W4 levels are ours only: measured once.
+                            sizes.scale_levels() if rep == 0 else [],
+                            log,
+                            quiet_budget_s=QUIET_WAIT_TOTAL_S
+                            / (len(kinds) * len(products) * REPEATS),
+                        )
+                    except Exception as exc:
+                        msg = f"{product}/{kind} run {rep + 1}: {type(exc).__name__}: {exc}"
+                        results["errors"].append(msg.splitlines()[0][:300])
+                        res = {"error": msg}
+                        log(msg)
+                    raw[kind][product].append(res)
+                    timings[f"{kind} {product} #{rep + 1}"] = round(time.perf_counter() - t0, 1)
+            results["runs"][kind] = {p: answers.combine(raw[kind][p]) for p in products}
+            results["validity"][kind] = {
+                w: answers.validity(
+                    w,
+                    {
+                        p: [r.get(w) if "error" not in r else r for r in raw[kind][p]]
+                        for p in products
+                    },
+                )
+                for w in selected
+            }
+            for w, v in results["validity"][kind].items():
+                if not v["valid"]:
+                    log(f"  {kind} {w}: INVALID, no ratio: {'; '.join(v['problems'])[:300]}")
+        if "W6" in selected:
+            # The disk limit again, after the suites: the fastest of both is the limit.
+            t0 = time.perf_counter()
+            results["copy_limit"] = copy_limit(payload, shared, results["copy_limit"])
+            timings["W6 disk limit again"] = round(time.perf_counter() - t0, 1)
     finally:
         if _flag("BENCH_KEEP"):
             log(f"kept {workdir}")
@@ -144,6 +182,8 @@ def main(args: Any = None) -> dict[str, Any]:
 
     results["duration_s"] = round(time.perf_counter() - t_start, 1)
     results["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]
+    # The raw results first: a failure in the report below must not lose a long run.
+    json_path = report.write_json(results)
     rows = report.build_rows(results)
     results["table"] = [r.__dict__ for r in rows]
     results["status_counts"] = report.summary_counts(rows)

@@ -111,32 +111,76 @@ def run_client(
     return result
 
 
-def copy_limit(src: Path, workdir: Path) -> dict[str, Any]:
-    """The disk's physical limit for W6: ``cp`` of the same file on the same filesystem, then
-    the same copy made durable (``dd conv=fsync``, i.e. data written and flushed)."""
+def _python_copy_fsync(src: Path, dst: Path, chunk: int = 8 * 2**20) -> None:
+    """What our server does with an upload: unbuffered writes of the chunks, then fsync."""
+    with open(src, "rb") as fin, open(dst, "wb", buffering=0) as fout:
+        while block := fin.read(chunk):
+            fout.write(block)
+        os.fsync(fout.fileno())
+
+
+# Ways to make a copy of the W6 file durable (written and flushed to the disk). They have
+# differed by 3x on this machine (dd conv=fsync 393 MiB/s in one run, cp + fsync 1,190-1,375
+# MB/s in others the same week), so every run measures all of them and takes the fastest as the
+# disk's limit: a single slow measurement must not pass for the limit.
+DURABLE_COPIES: dict[str, Callable[[Path, Path], None]] = {
+    "dd bs=8M conv=fsync": lambda s, d: _sh(
+        ["dd", f"if={s}", f"of={d}", "bs=8M", "conv=fsync", "status=none"]
+    ),
+    "dd bs=64M oflag=direct conv=fsync": lambda s, d: _sh(
+        ["dd", f"if={s}", f"of={d}", "bs=64M", "oflag=direct", "conv=fsync", "status=none"]
+    ),
+    "cp + sync FILE (fsync)": lambda s, d: (_sh(["cp", str(s), str(d)]), _sh(["sync", str(d)])),
+    "python 8 MiB writes + fsync": _python_copy_fsync,
+}
+
+
+def _sh(argv: list[str]) -> None:
+    subprocess.run(argv, check=True)
+
+
+def copy_limit(src: Path, workdir: Path, previous: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The disk's limit for W6, measured on the same filesystem in this run: plain ``cp`` (page
+    cache only, for reference) and every way in DURABLE_COPIES; ``limit`` is the fastest
+    durable copy. ``previous`` (an earlier call's result in the same run) is merged in, so a
+    limit measured before and after the suites is the fastest of both."""
     size_mib = src.stat().st_size / 2**20
-    out: dict[str, Any] = {"size_mib": size_mib}
-    for label, argv in (
-        ("cp", ["cp", str(src), str(workdir / "cp-copy.bin")]),
-        (
-            "cp_fsync",
-            [
-                "dd",
-                f"if={src}",
-                f"of={workdir / 'dd-copy.bin'}",
-                "bs=8M",
-                "conv=fsync",
-                "status=none",
-            ],
-        ),
-    ):
+    out: dict[str, Any] = {"size_mib": size_mib, "durable": {}, "attempts": 0}
+    if previous:
+        out["durable"] = {k: dict(v) for k, v in previous.get("durable", {}).items()}
+        out["cp"] = previous.get("cp")
+        out["attempts"] = previous.get("attempts", 0)
+    dst = workdir / "limit-copy.bin"
+    methods: list[tuple[str, Callable[[Path, Path], None]]] = [
+        ("cp", lambda s, d: _sh(["cp", str(s), str(d)])),
+        *DURABLE_COPIES.items(),
+    ]
+    for label, copy in methods:
+        dst.unlink(missing_ok=True)
+        # Flush what the previous copy left dirty, so it is not billed to this one.
         subprocess.run(["sync"], check=False)
         t0 = time.perf_counter()
-        subprocess.run(argv, check=True)
+        try:
+            copy(src, dst)
+        except (OSError, subprocess.CalledProcessError) as exc:
+            out.setdefault("errors", []).append(f"{label}: {exc}")
+            continue
         dt = time.perf_counter() - t0
-        out[label] = {"wall_s": round(dt, 3), "rate": size_mib / dt}
-    for name in ("cp-copy.bin", "dd-copy.bin"):
-        (workdir / name).unlink(missing_ok=True)
+        rate = size_mib / dt
+        if label == "cp":
+            if not out.get("cp") or rate > out["cp"]["rate"]:
+                out["cp"] = {"wall_s": round(dt, 3), "rate": rate}
+            continue
+        best = out["durable"].get(label)
+        runs = [*(best or {}).get("runs", []), round(rate, 1)]
+        if not best or rate > best["rate"]:
+            best = {"wall_s": round(dt, 3), "rate": rate}
+        out["durable"][label] = {**best, "runs": runs}
+    dst.unlink(missing_ok=True)
+    out["attempts"] += 1
+    if out["durable"]:
+        fastest = max(out["durable"], key=lambda k: out["durable"][k]["rate"])
+        out["limit"] = {"method": fastest, "rate": out["durable"][fastest]["rate"]}
     return out
 
 
@@ -185,7 +229,7 @@ def run_suite(
                 results[w] = res
                 phases[w] = round(time.perf_counter() - t_w, 1)
                 log(f"  {product}/{kind} {w}: {_brief(res)} [{phases[w]} s]")
-                if w == "W4" and product == "podstack" and "error" not in res:
+                if w == "W4" and product == "podstack" and scale_levels and "error" not in res:
                     t_w = time.perf_counter()
                     results["W4_scale"] = _scale_levels(
                         server,
