@@ -12,13 +12,14 @@ capability and are not run here.
 from __future__ import annotations
 
 import os
-import pickle
-import sys
-import types
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+# The real torch (a dev extra, the CPU build), not a stub: ``import torch`` in the snippet is
+# the one a user gets, and ``torch.save`` writes a real checkpoint that is loaded back below.
+import torch
 
 from podstack import MLOpsClient
 from podstack.server.config import Settings
@@ -281,30 +282,16 @@ def test_registry_snippets_run_as_written(backend: str, tmp_path: Path) -> None:
     client.close()
 
 
-class _TinyModel:
-    """Stand-in for the seed's ``train_model()`` result."""
+class _TinyModel(torch.nn.Module):
+    """Stand-in for the seed's ``train_model()`` result: a real (tiny) torch module."""
 
-    def state_dict(self) -> dict[str, list[float]]:
-        return {"linear.weight": [0.1, -0.2], "linear.bias": [0.05]}
-
-
-def _fake_torch() -> types.ModuleType:
-    # torch is not installed here (and is not needed to test the registry): this stub's
-    # ``save`` pickles the object to the path, which is what torch.save does at heart.
-    torch = types.ModuleType("torch")
-
-    def save(obj: Any, f: str) -> None:
-        with open(f, "wb") as fh:
-            pickle.dump(obj, fh)
-
-    torch.save = save  # type: ignore[attr-defined]
-    return torch
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.linear = torch.nn.Linear(2, 1)
 
 
-def test_integration_example_steps_1_to_4_on_a_fresh_store(
-    backend: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setitem(sys.modules, "torch", _fake_torch())
+def test_integration_example_steps_1_to_4_on_a_fresh_store(backend: str, tmp_path: Path) -> None:
     ns: dict[str, Any] = {"train_model": _TinyModel}
     _run(INTEGRATION, ns, backend)
     client: MLOpsClient = ns["client"]
@@ -318,6 +305,8 @@ def test_integration_example_steps_1_to_4_on_a_fresh_store(
     assert [f.path for f in v.files or []] == ["model.pt"]
     out = tmp_path / "check"
     client.download_model_version("sentiment-classifier", v.version, out)
-    with open(out / "model.pt", "rb") as fh:
-        assert pickle.load(fh) == _TinyModel().state_dict()
+    loaded = torch.load(out / "model.pt", weights_only=True)
+    want = _TinyModel().state_dict()
+    assert loaded.keys() == want.keys() == {"linear.weight", "linear.bias"}
+    assert all(torch.equal(loaded[k], want[k]) for k in want)
     client.close()

@@ -2,9 +2,9 @@
 
 No cluster can run here, so: manifests are validated with the official client's pydantic
 models (``V1Job.model_validate`` rejects unknown and mistyped fields), and the API calls go
-to a MOCK of ``BatchV1Api`` / ``CoreV1Api`` (``MagicMock(spec=...)``, so only real client
-methods can be called) that answers with real client model objects. Everything else (the
-scheduler, database, runs, tokens) is real.
+to a MOCK of ``BatchV1Api`` / ``CoreV1Api`` (``create_autospec(..., instance=True)``: only
+real client methods, called with arguments their real signatures accept) that answers with
+real client model objects. Everything else (the scheduler, database, runs, tokens) is real.
 """
 
 from __future__ import annotations
@@ -12,13 +12,14 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
-from unittest.mock import MagicMock
+from unittest.mock import MagicMock, create_autospec
 
 import pytest
 from kubernetes import client as k8s
 from kubernetes.client.exceptions import ApiException
 from pydantic import ValidationError
 
+from podstack.server.auth import service as auth_service
 from podstack.server.config import Settings
 from podstack.server.db.session import Database
 from podstack.server.schedules import executions as ex_rules
@@ -108,7 +109,25 @@ def test_model_validation_rejects_unknown_fields(settings: Settings) -> None:
 
 
 def _mocks() -> tuple[MagicMock, MagicMock]:
-    return MagicMock(spec=k8s.BatchV1Api), MagicMock(spec=k8s.CoreV1Api)
+    # Autospec, not MagicMock(spec=...): spec checks method names only and would accept
+    # create_namespaced_job(body_typo=1); autospec binds each call to the real signature.
+    return (
+        create_autospec(k8s.BatchV1Api, instance=True),
+        create_autospec(k8s.CoreV1Api, instance=True),
+    )
+
+
+def test_mocks_refuse_calls_the_real_client_would_refuse() -> None:
+    batch, core = _mocks()
+    with pytest.raises(TypeError):
+        batch.create_namespaced_job(body_typo=1)
+    with pytest.raises(TypeError):
+        batch.create_namespaced_job("ns")  # body missing
+    with pytest.raises(TypeError):
+        core.delete_namespaced_secret("name")  # namespace missing
+    with pytest.raises(AttributeError):
+        batch.create_job("ns", k8s.V1Job())  # not a BatchV1Api method
+    batch.create_namespaced_job("ns", k8s.V1Job())  # the real signature is accepted
 
 
 def _finished_job(condition: str, reason: str | None = None) -> k8s.V1Job:
@@ -180,7 +199,23 @@ def test_scheduler_submits_reconciles_and_stores_pod_log(
     assert ns == "ml" and isinstance(body, k8s.V1Job) and body.metadata.name == name
     assert body.spec.active_deadline_seconds == 7200
     assert body.spec.template.spec.containers[0].resources.limits == {"nvidia.com/gpu": "1"}
-    assert core.create_namespaced_secret.call_args.args[0] == "ml"
+    # The Secret the Job's token comes from: a valid V1Secret in the Job's namespace, named as
+    # the Job's env refers to it, holding a live API token of this server (and the Job spec
+    # itself never holds the token).
+    secret_ns, secret = core.create_namespaced_secret.call_args.args
+    assert secret_ns == "ml" and isinstance(secret, k8s.V1Secret)
+    wire = secret.model_dump(by_alias=True, exclude_none=True)
+    assert kx.validate_secret(wire).model_dump(by_alias=True, exclude_none=True) == wire
+    assert (wire["apiVersion"], wire["kind"], wire["type"]) == ("v1", "Secret", "Opaque")
+    assert secret.metadata.name == f"{name}-token" and secret.metadata.namespace == "ml"
+    assert set(secret.string_data) == {"PODSTACK_API_TOKEN"}
+    token = secret.string_data["PODSTACK_API_TOKEN"]
+    env = {e.name: e for e in body.spec.template.spec.containers[0].env}
+    ref = env["PODSTACK_API_TOKEN"].value_from.secret_key_ref
+    assert (ref.name, ref.key) == (secret.metadata.name, "PODSTACK_API_TOKEN")
+    assert token not in str(body.to_dict())
+    with db.session(readonly=True) as s:
+        assert auth_service.resolve_token(s, token).principal is not None
 
     batch.read_namespaced_job_status.return_value = k8s.V1Job(status=k8s.V1JobStatus(active=1))
     sched.tick()

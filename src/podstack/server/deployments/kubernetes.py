@@ -95,6 +95,7 @@ def _gpu_entry(value: Any) -> dict[str, Any]:
 
 class KubernetesTarget(Target):
     kind = KUBERNETES
+    autoscales = True  # KServe scales the predictor between minReplicas and maxReplicas
 
     @property
     def namespace(self) -> str:
@@ -236,10 +237,22 @@ class KubernetesTarget(Target):
         if status.get("url"):
             updates["url"] = status["url"]
         ready = next((c for c in status.get("conditions") or [] if c.get("type") == "Ready"), None)
-        labels = (obj.get("metadata") or {}).get("labels") or {}
+        meta = obj.get("metadata") or {}
+        labels = meta.get("labels") or {}
         if expect_version is not None and labels.get("podstack.io/model-version") not in (
             None,
             str(expect_version),
+        ):
+            return Probe(False, ms, "waiting for the new revision", updates)
+        # The API server changes spec and labels at once on a patch, but the status (Ready
+        # included) is the controller's account of an older generation until it has
+        # reconciled the new one: the previous revision's Ready is no answer for this one.
+        generation, observed = meta.get("generation"), status.get("observedGeneration")
+        if (
+            expect_version is not None
+            and isinstance(generation, int)
+            and isinstance(observed, int)
+            and observed < generation
         ):
             return Probe(False, ms, "waiting for the new revision", updates)
         if ready and ready.get("status") == "True":
