@@ -35,6 +35,9 @@ PG_ADMIN_URL = os.environ.get(
     "PODSTACK_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 )
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+# The SDK retries failed calls for 60 s by default (client/base.py); tests about a dead or
+# failing server expect its answer at once. tests/sdk/test_fault_tolerance.py sets its own.
+os.environ.setdefault("PODSTACK_RETRY_SECONDS", "0")
 
 
 def pytest_report_header(config: pytest.Config) -> str:
@@ -119,6 +122,10 @@ def settings(database_url: str, home: Path) -> Settings:
         background_workers=False,
         session_secret="test-session-secret",
         max_body_bytes=1024 * 1024,
+        # The suite's own webhook and executor receivers listen on loopback, which the egress
+        # rules refuse by default (tests/server/egress runs without this).
+        outbound_allow="127.0.0.0/8,::1",
+        secret_key="test-secret-key",
     )
 
 
@@ -284,6 +291,9 @@ def client(
         monkeypatch.setenv("PODSTACK_HOME", str(settings.home))
         monkeypatch.setenv("PODSTACK_DATABASE_URL", settings.database_url)
         monkeypatch.setenv("PODSTACK_ARTIFACTS_URI", settings.artifacts_uri)
+        # Same egress allow-list and secrets key as the live server (loopback receivers).
+        monkeypatch.setenv("PODSTACK_OUTBOUND_ALLOW", settings.outbound_allow)
+        monkeypatch.setenv("PODSTACK_SECRET_KEY", settings.secret_key or "")
         c = MLOpsClient()
     else:
         server: LiveServer = request.getfixturevalue("live_server")

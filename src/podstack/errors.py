@@ -90,8 +90,11 @@ class ChecksumMismatch(BadRequest):
     status = 400
 
 
-_BY_CODE: dict[str, type[PodstackError]] = {
-    cls.code: cls
+# The generic class for each HTTP status: what a bare status means on either side (the
+# server's answer to framework errors such as a 404 route, the SDK's fallback for a body that
+# is not the error JSON). Each status is written once, on its class.
+BY_STATUS: dict[int, type[PodstackError]] = {
+    cls.status: cls
     for cls in (
         BadRequest,
         Unauthenticated,
@@ -101,6 +104,13 @@ _BY_CODE: dict[str, type[PodstackError]] = {
         PayloadTooLarge,
         ValidationFailed,
         ServiceUnavailable,
+    )
+}
+
+_BY_CODE: dict[str, type[PodstackError]] = {
+    cls.code: cls
+    for cls in (
+        *BY_STATUS.values(),
         TransportError,
         IntegrityError,
         ChecksumMismatch,
@@ -130,11 +140,34 @@ class ApprovalRequired(PodstackError):
 
 
 @register_error
+class ApprovalPending(ApprovalRequired, Conflict):
+    """A change to what is served (deploying or rolling a production endpoint, moving an alias
+    a policy gates or a production endpoint follows) was not made: an approval request was
+    opened for it (``request_id``) and it is carried out once approved. A 409, so a script
+    that did not expect review stops; ``except ApprovalRequired`` catches it too."""
+
+    code = "APPROVAL_PENDING"
+    status = 409
+    # The request opened for the change is committed although the change itself is refused
+    # (podstack.server.db.session commits instead of rolling back for such errors).
+    keep_writes = True
+
+
+@register_error
 class GateFailed(Conflict):
     """A version does not meet its approval policy's metric gates (``details["gates"]``)."""
 
     code = "GATE_FAILED"
     status = 409
+
+
+class DeploymentFailed(PodstackError):
+    """A deployment (or an update of one) could not be brought up; ``details`` has the reason
+    and, for a failed update, the version that is still serving. Raised by the SDK while it
+    waits for a deployment (``status`` 0: no HTTP answer carries it)."""
+
+    code = "DEPLOYMENT_FAILED"
+    status = 0
 
 
 def error_from_payload(status: int, payload: Any) -> PodstackError:
@@ -151,24 +184,17 @@ def error_from_payload(status: int, payload: Any) -> PodstackError:
             generic.status = status  # type: ignore[misc]
             return generic(message, details)
         return cls(message, details)
-    fallback = {
-        400: BadRequest,
-        401: Unauthenticated,
-        403: PermissionDenied,
-        404: NotFound,
-        409: Conflict,
-        413: PayloadTooLarge,
-        422: ValidationFailed,
-        503: ServiceUnavailable,
-    }.get(status, PodstackError)
+    fallback = BY_STATUS.get(status, PodstackError)
     return fallback(f"HTTP {status}: {str(payload)[:500]}")
 
 
 __all__ = [
+    "ApprovalPending",
     "ApprovalRequired",
     "BadRequest",
     "ChecksumMismatch",
     "Conflict",
+    "DeploymentFailed",
     "GateFailed",
     "IntegrityError",
     "NotFound",

@@ -59,6 +59,11 @@ def test_deploy_dialog_then_deployments_page_and_test_inference(
     dialog.get_by_label("GPU type").fill("cpu")
     dialog.get_by_label("Max replicas").fill("2")
     dialog.get_by_role("button", name="Deploy").click()
+    # The local target does not autoscale: a range is refused, not ignored (issue 14).
+    expect(dialog.locator(".field-error")).to_contain_text("cannot autoscale")
+    assert sdk.list_deployments() == []
+    dialog.get_by_label("Max replicas").fill("1")
+    dialog.get_by_role("button", name="Deploy").click()
     page.wait_for_url(re.compile(r"/deployments/churn-api$"))
     status = page.locator("#dep-status-card [data-dep-status]")
     expect(status).to_have_text("Ready", timeout=READY_TIMEOUT)
@@ -84,7 +89,7 @@ def test_deploy_dialog_then_deployments_page_and_test_inference(
     expect(row).to_contain_text("Ready")
     expect(row).to_contain_text("churn-model")
     expect(row).to_contain_text("v1")
-    expect(row).to_contain_text("1–2")
+    expect(row).to_contain_text("1–1")
     expect(row).to_contain_text("/api/v1/endpoints/churn-api")
     expect(row.locator("[data-health]")).to_contain_text("Healthy")
 

@@ -155,13 +155,18 @@ def test_manage_aliases_add_move_delete_and_reserved(
     dialog.get_by_role("button", name="Add alias").click()
     expect(dialog.locator(".field-error")).to_contain_text("reserved")
     settled(page)
-    # Delete it.
+    # Delete it: asks first (Cancel keeps it), then deletes and reloads the model page.
     dialog.get_by_role("button", name="Delete alias latest-prod").click()
-    expect(dialog.locator('tr[data-alias="latest-prod"]')).to_have_count(0)
+    confirm = page.locator("#confirm-dialog")
+    expect(confirm).to_contain_text("Delete alias @latest-prod (now v3)?")
+    expect(confirm).to_contain_text("models:/sentiment-classifier@latest-prod will stop resolving")
+    confirm.get_by_role("button", name="Cancel").click()
+    expect(confirm).to_be_hidden()
+    assert [a.alias for a in sdk.list_model_aliases("sentiment-classifier")] == ["latest-prod"]
+    dialog.get_by_role("button", name="Delete alias latest-prod").click()
+    confirm.get_by_role("button", name="Delete alias").click()
+    expect(toast(page)).to_contain_text("Alias latest-prod deleted.")
     assert sdk.list_model_aliases("sentiment-classifier") == []
-    dialog.get_by_role("button", name="Done").click()
-    # Closing after changes reloads the page so the versions table shows current aliases.
-    page.wait_for_load_state("load")
     expect(page.locator("[data-aliases-summary]")).to_contain_text("No aliases")
 
 
@@ -174,6 +179,10 @@ def test_delete_model_refused_while_in_production_then_allowed(
     dialog = page.locator("#delete-model-dialog")
     confirm = dialog.get_by_role("button", name="Delete model")
     expect(confirm).to_be_disabled()
+    # Named before anything is typed: which versions block the deletion.
+    expect(dialog.locator("[data-production-versions]")).to_contain_text(
+        "Version v2 is in Production. Move it to Archived first"
+    )
     dialog.get_by_label("Type sentiment-classifier to confirm").fill("sentiment-class")
     expect(confirm).to_be_disabled()
     dialog.get_by_label("Type sentiment-classifier to confirm").fill("sentiment-classifier")

@@ -52,14 +52,26 @@ def test_delete_version_disabled_in_production_and_confirmed_otherwise(
     # Posting anyway (e.g. a stale page) is refused by the service with the rule.
     token = page.locator('meta[name="csrf-token"]').get_attribute("content")
     refused = page.request.post(
-        "/models/sentiment-classifier/versions/2/delete", headers={"X-CSRF-Token": token}
+        "/models/sentiment-classifier/versions/2/delete",
+        headers={"X-CSRF-Token": token, "HX-Request": "true"},
     )
     assert refused.status == 409
     assert "Transition it to Archived first" in refused.text()
     assert sdk.get_model_version("sentiment-classifier", 2).version == 2
+    # A refusal arriving in the dialog is shown there (the page stays), as Delete Model does.
+    page.goto("/models/sentiment-classifier/versions/3")
+    sdk.transition_model_version_stage("sentiment-classifier", 3, "Production")  # page is stale
+    page.get_by_role("button", name="Delete Version").click()
+    dialog = page.locator("#delete-version-dialog")
+    dialog.get_by_role("button", name="Delete version").click()
+    expect(dialog.locator("[data-refusal]")).to_contain_text("in Production and cannot be deleted")
+    expect(page).to_have_url(re.compile(r"/versions/3$"))
+    expect(page.locator("h1")).to_contain_text("Version 3")
+    dialog.get_by_role("button", name="Cancel").click()
+    assert sdk.get_model_version("sentiment-classifier", 3).version == 3
     page.goto("/models/sentiment-classifier/versions/1")
     page.get_by_role("button", name="Delete Version").click()
-    confirm = page.locator("#confirm-dialog")
+    confirm = page.locator("#delete-version-dialog")
     expect(confirm).to_contain_text("Delete version 1 of sentiment-classifier?")
     confirm.get_by_role("button", name="Cancel").click()
     expect(confirm).to_be_hidden()

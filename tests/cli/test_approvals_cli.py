@@ -93,3 +93,29 @@ def test_webhooks_from_the_terminal(live_server: LiveServer, db: Database) -> No
     assert "webhook.test" in cli(live_server, ADMIN_TOKEN, "webhooks", "deliveries", hook_id)
     cli(live_server, ADMIN_TOKEN, "webhooks", "delete", hook_id)
     assert hook_id not in cli(live_server, ADMIN_TOKEN, "webhooks", "list")
+
+
+def test_gated_alias_and_metric_provenance_from_the_terminal(
+    live_server: LiveServer, api: httpx.Client, db: Database
+) -> None:
+    alice = make_user(db, "alice", "editor")
+    bob = make_user(db, "bob", "editor")
+    v = make_version(api, MODEL, {"accuracy": 0.93})
+    out = cli(
+        live_server, ADMIN_TOKEN, "policies", "set", MODEL, "-r", "bob", "--gated-alias", "champion"
+    )
+    assert "gated aliases:      champion" in out
+    out = cli(live_server, alice, "aliases", "set", MODEL, "champion", str(v), code=1)
+    assert "Nothing changed" in out and "apr-" in out
+    request_id = out[out.index("apr-") :].split()[0].rstrip(".,)")
+    show = cli(live_server, bob, "approvals", "show", request_id)
+    assert "Metric provenance" in show and "accuracy" in show
+    out = cli(live_server, bob, "approvals", "approve", request_id)
+    assert "Approved and carried out" in out
+    assert (
+        httpx.get(
+            f"{live_server.url}/api/v1/registered-models/{MODEL}/aliases/champion",
+            headers={"Authorization": f"Bearer {ADMIN_TOKEN}"},
+        ).json()["version"]
+        == v
+    )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 
 import httpx
@@ -10,6 +11,8 @@ from typer.testing import CliRunner
 
 from podstack.cli.common import console
 from podstack.cli.main import app
+from podstack.server.db.session import Database
+from podstack.server.schedules.models import ScheduleExecution
 from tests.conftest import ADMIN_TOKEN, LiveServer
 
 runner = CliRunner()
@@ -194,3 +197,27 @@ def test_webhook_create_and_bad_input(env: dict[str, str], api: httpx.Client) ->
     )
     fails(env, "pause", "missing", needle="does not exist")
     assert [s["name"] for s in api.get("/schedules").json()["items"]] == ["hooked"]
+
+
+def test_history_prints_full_values_off_a_terminal_and_json(
+    env: dict[str, str], api: httpx.Client, db: Database
+) -> None:
+    console.width = 80  # what Rich assumes when stdout is not a terminal
+    name = "nightly-train-with-a-long-name"
+    run(env, "create", name, "-e", "sentiment-exp", "--cron", "@daily", "--", "python", "t.py")
+    out = run(env, "trigger", name)
+    exec_id = out.split("execution ")[1].split(" ")[0]
+    note = "Late: " + " ".join(f"word{i}" for i in range(60)) + " end-of-note."
+    with db.session() as s:
+        s.get(ScheduleExecution, exec_id).message = note  # type: ignore[union-attr]
+    hist = run(env, "history", name)
+    row = next(line for line in hist.splitlines() if exec_id in line)
+    assert "…" not in hist
+    assert note in row  # the whole note, on the execution's own line
+    assert "manual" in row and "queued" in row
+    data = json.loads(run(env, "history", name, "--output", "json"))
+    assert [(d["id"], d["trigger"], d["status"], d["message"]) for d in data] == [
+        (exec_id, "manual", "queued", note)
+    ]
+    bad = runner.invoke(app, ["schedules", "history", "x", "-o", "yaml"], env=env)
+    assert bad.exit_code == 1 and "use table or json" in bad.stderr

@@ -247,3 +247,57 @@ def test_admin_token_from_env_with_two_workers(start_server, server_env: dict[st
 )
 def test_is_loopback(host: str, expected: bool) -> None:
     assert is_loopback(host) is expected
+
+
+@pytest.mark.parametrize(
+    "uri", ["s3://bucket/prefix", "gs://bucket/models", "https://example.com/store"]
+)
+def test_artifacts_uri_it_cannot_serve_stops_the_server(
+    server_env: dict[str, str], tmp_path: Path, uri: str
+) -> None:
+    """``s3://…`` used to become a local folder ``s3:`` in the working directory."""
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    port = free_port()
+    done = subprocess.run(
+        [PODSTACK, "server", "--port", str(port)],
+        env={**server_env, "PODSTACK_ARTIFACTS_URI": uri},
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 1, done.stdout + done.stderr
+    scheme = uri.split(":")[0]
+    assert f"PODSTACK_ARTIFACTS_URI={uri!r}" in done.stderr
+    assert f"{scheme!r} storage is not supported" in done.stderr
+    assert "file://" in done.stderr  # says what is valid
+    assert "Traceback" not in done.stderr
+    assert list(cwd.iterdir()) == []  # no "s3:" folder
+    assert not (Path(server_env["PODSTACK_HOME"]) / "podstack.db").exists()
+
+
+def test_embedded_mode_refuses_an_artifacts_uri_it_cannot_serve(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pydantic import ValidationError
+
+    from podstack import MLOpsClient
+
+    for k in ("PODSTACK_URL", "PODSTACK_API_TOKEN", "PODSTACK_DATABASE_URL"):
+        monkeypatch.delenv(k, raising=False)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("PODSTACK_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("PODSTACK_ARTIFACTS_URI", "s3://bucket/prefix")
+    with pytest.raises(ValidationError, match="'s3' storage is not supported"):
+        MLOpsClient()
+    assert not (tmp_path / "s3:").exists()
+
+
+@pytest.mark.parametrize("kind", ["path", "file_uri"])
+def test_local_artifacts_uris_still_accepted(tmp_path: Path, kind: str) -> None:
+    from podstack.server.config import Settings
+
+    target = tmp_path / "store"
+    uri = str(target) if kind == "path" else f"file://{target}"
+    assert Settings(home=tmp_path, artifacts_uri=uri).artifacts_path == target

@@ -28,7 +28,7 @@ def _populate(client: MLOpsClient, tmp_path: Path) -> str:
             run.log_metrics({"loss": 1 / (step + 1)}, step=step)
         run.log_metrics({"nan_metric": float("nan")})
         run.log_artifact(str(model))
-        run.log_artifact(str(tmp_path / "cfg"), "cfg")
+        run.log_artifacts(str(tmp_path / "cfg"), "cfg")
     return run.id
 
 

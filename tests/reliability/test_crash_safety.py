@@ -177,7 +177,7 @@ def _run_with_model_dir(c: MLOpsClient, tmp_path: Path, experiment: str) -> str:
     for i in range(FILES):
         (model / f"shard-{i:03}.bin").write_bytes(f"{experiment} shard {i}".encode() * 50)
     run = c.create_run(experiment)
-    c.log_artifact(run.id, model, "model")
+    c.log_artifacts(run.id, model, "model")
     return run.id
 
 

@@ -84,6 +84,8 @@ def replicas(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Replicas]:
         "PODSTACK_SMTP_HOST": "127.0.0.1",
         "PODSTACK_SMTP_PORT": str(smtp_port),
         "PODSTACK_SCHEDULER_TICK_SECONDS": "0.5",
+        # The webhook receiver listens on loopback, which the egress rules refuse by default.
+        "PODSTACK_OUTBOUND_ALLOW": "127.0.0.0/8",
     }
     started: list[ServerProcess] = []
     try:

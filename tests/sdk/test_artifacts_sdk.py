@@ -69,7 +69,7 @@ def test_log_and_download_directory(client: MLOpsClient, tmp_path: Path) -> None
         _write(src / rel, data)
     (src / "nothing-here").mkdir()  # empty directories are not artifacts
     with client.start_run("sdk-dir") as run:
-        stored = client.log_artifact(run.id, src, artifact_path="bundle")
+        stored = client.log_artifacts(run.id, src, artifact_path="bundle")
     assert sorted(f.path for f in stored) == sorted(f"bundle/{r}" for r in files)
     rec = client.list_artifacts(run.id, "bundle", recursive=True)
     assert {e.path: e.sha256 for e in rec} == {f"bundle/{r}": _sha(d) for r, d in files.items()}
@@ -293,3 +293,36 @@ def test_large_file_round_trip_in_constant_memory(client: MLOpsClient, tmp_path:
     limit = 50 * 1024 * 1024
     assert up["growth"] < limit, f"upload grew RSS by {up['growth'] / 2**20:.1f} MiB"
     assert down["growth"] < limit, f"download grew RSS by {down['growth'] / 2**20:.1f} MiB"
+
+
+def test_log_artifact_on_a_directory_keeps_its_name_as_in_mlflow(
+    client: MLOpsClient, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The seed logs ``checkpoints/`` and registers ``checkpoints/best_model.pt``."""
+    monkeypatch.chdir(tmp_path)
+    _write(tmp_path / "checkpoints" / "best_model.pt", b"best")
+    _write(tmp_path / "checkpoints" / "epoch" / "3.pt", b"three")
+    with client.start_run("sdk-dir-name") as run:
+        run.log_artifact("checkpoints")
+        run.log_artifact("checkpoints/", "runs")  # trailing slash: same name
+        run.log_artifacts("checkpoints", "flat")  # contents only, as today
+        run.log_artifacts("checkpoints")
+    paths = sorted(e.path for e in client.list_artifacts(run.id, recursive=True))
+    assert paths == sorted(
+        [
+            "checkpoints/best_model.pt",
+            "checkpoints/epoch/3.pt",
+            "runs/checkpoints/best_model.pt",
+            "runs/checkpoints/epoch/3.pt",
+            "flat/best_model.pt",
+            "flat/epoch/3.pt",
+            "best_model.pt",
+            "epoch/3.pt",
+        ]
+    )
+    v = client.create_model_version(
+        model_name="dir-name-model",
+        source_run_id=run.id,
+        artifact_path="checkpoints/best_model.pt",
+    )
+    assert v.version == 1

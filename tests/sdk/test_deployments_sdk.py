@@ -11,11 +11,13 @@ from typing import Any
 import httpx
 import pytest
 
+# A dev extra (the CPU build): imported, not importorskip'd, so a missing torch fails the run
+# instead of quietly skipping these tests in CI.
+import torch
+
 from podstack import MLOpsClient
 from tests.conftest import ADMIN_TOKEN
 from tests.server.deployments.conftest import stop_all_model_servers
-
-torch = pytest.importorskip("torch")
 
 
 @pytest.fixture(autouse=True)

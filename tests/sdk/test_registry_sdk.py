@@ -27,7 +27,7 @@ def _run(client: MLOpsClient, tmp: Path, files: dict[str, bytes], **metrics: flo
         run.log_params({"lr": 0.01})
         if metrics:
             run.log_metrics(metrics)
-        run.log_artifact(str(src))
+        run.log_artifacts(str(src))  # the directory's contents, at the run's root
     return run.id
 
 

@@ -51,7 +51,7 @@ def test_detects_bare_files() -> None:
     ("files", "words"),
     [
         ({"model.pt": _zip(["model/data.pkl", "model/data/0"])}, ["state_dict", "TorchScript"]),
-        ({"model.pth": b"\x80\x02legacy pickle"}, ["state_dict"]),
+        ({"model.pth": fmt.LEGACY_TORCH_MAGIC + b"legacy pickle"}, ["state_dict"]),
         ({"notes.txt": b"hi"}, ["not a format that can be served"]),
         ({"MLmodel": b"flavors:\n  keras: {}\n"}, ["no servable flavour", "keras"]),
         ({"MLmodel": b"flavors:\n  onnx: {data: gone.onnx}\n"}, ["gone.onnx"]),
@@ -125,3 +125,79 @@ def test_log_model_directory_is_detected_as_servable(tmp_path: Path) -> None:
     s = fmt.detect(list(files), _opener(files))
     assert s.format == "onnx" and s.signature is not None
     assert (tmp_path / "input_example.json").exists()
+
+
+# ---------------------------------------------------------------- TorchScript signatures
+
+_TS = ["model/code/__torch__.py", "model/constants.pkl", "model/data.pkl"]
+
+
+def test_bare_torchscript_gets_the_default_input_accepting_a_batch() -> None:
+    """No signature and no example: one input named like everywhere else, any shape."""
+    files = {"model.pt": _zip(_TS)}
+    s = fmt.detect(list(files), _opener(files))
+    assert s.format == "torchscript" and s.signature is not None
+    assert s.signature.inputs == [TensorSpec(fmt.DEFAULT_INPUT, "FP32", [])]
+    assert fmt.DEFAULT_INPUT == "input"
+    batch = [[0.1, 0.2, 0.3, 0.4], [0.5, 0.6, 0.7, 0.8]]
+    got = decode_inputs(
+        {"inputs": [{"name": "input", "shape": [2, 4], "datatype": "FP32", "data": batch}]},
+        s.signature.inputs,
+    )
+    assert got["input"].shape == (2, 4) and got["input"].dtype == np.float32
+
+
+@pytest.mark.parametrize(
+    ("example", "expected"),
+    [
+        pytest.param(
+            {"inputs": [{"name": "x", "shape": [1, 4], "datatype": "FP32", "data": [0] * 4}]},
+            [TensorSpec("x", "FP32", [-1, 4])],
+            id="v2-request",
+        ),
+        pytest.param([[0.1, 0.2, 0.3, 0.4]], [TensorSpec("input", "FP32", [-1, 4])], id="list"),
+        pytest.param([0.1, 0.2, 0.3, 0.4], [TensorSpec("input", "FP32", [-1, 4])], id="1-D"),
+        pytest.param(
+            {"inputs": {"ids": [[1, 2, 3]]}}, [TensorSpec("ids", "INT64", [-1, 3])], id="tf"
+        ),
+        pytest.param([[[0.0] * 5] * 3] * 2, [TensorSpec("input", "FP32", [-1, 3, 5])], id="rank-3"),
+    ],
+)
+def test_torchscript_signature_is_inferred_from_the_logged_input_example(
+    example: Any, expected: list[TensorSpec]
+) -> None:
+    import json
+
+    # Beside a bare archive…
+    files = {"model.pt": _zip(_TS), "input_example.json": json.dumps(example).encode()}
+    s = fmt.detect(list(files), _opener(files))
+    assert s.format == "torchscript" and s.data_path == "model.pt"
+    assert s.signature is not None and s.signature.inputs == expected
+    # …or in an MLmodel directory whose MLmodel has no signature.
+    mlmodel = (
+        b"flavors:\n  torchscript: {data: model.pt}\n"
+        b"saved_input_example_info: {artifact_path: input_example.json}\n"
+    )
+    files = {
+        "m/MLmodel": mlmodel,
+        "m/model.pt": _zip(_TS),
+        "m/input_example.json": json.dumps(example).encode(),
+    }
+    s = fmt.detect(list(files), _opener(files))
+    assert s.signature is not None and s.signature.inputs == expected
+    # A batch of the example's rows decodes against it.
+    spec = expected[0]
+    row = [1 if d < 0 else d for d in spec.shape]
+    row[0] = 3
+    n = int(np.prod(row))
+    data = list(range(n)) if spec.datatype == "INT64" else [0.5] * n
+    tensor = {"name": spec.name, "shape": row, "datatype": spec.datatype, "data": data}
+    assert decode_inputs({"inputs": [tensor]}, expected)[spec.name].shape == tuple(row)
+
+
+def test_an_unusable_example_falls_back_to_the_default_input() -> None:
+    for raw in (b"not json", b"[]", b'{"inputs": [{"name": "x"}]}', b'[["a", 1]]'):
+        files = {"model.pt": _zip(_TS), "input_example.json": raw}
+        s = fmt.detect(list(files), _opener(files))
+        assert s.signature is not None
+        assert s.signature.inputs == [TensorSpec("input", "FP32", [])], raw

@@ -7,16 +7,13 @@ act as the token's user, so reviewers use their own token.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Annotated
 
 import typer
 from rich.markup import escape
 from rich.table import Table
 
-from podstack.cli.common import console, fmt_time, print_table
-from podstack.client.client import MLOpsClient
+from podstack.cli.common import Token, Url, console, fmt_time, open_client, print_table
 from podstack.schemas import approvals as sch
 
 app = typer.Typer(
@@ -31,16 +28,6 @@ webhooks_app = typer.Typer(
     no_args_is_help=True, help="Webhooks: list, create, delete, test, deliveries."
 )
 
-Url = Annotated[
-    str | None,
-    typer.Option(
-        "--url", envvar="PODSTACK_URL", help="Server URL (default: the local store, embedded)."
-    ),
-]
-Token = Annotated[
-    str | None,
-    typer.Option("--token", envvar="PODSTACK_API_TOKEN", help="API token for --url."),
-]
 Comment = Annotated[str | None, typer.Option("--comment", "-m", help="A comment for the thread.")]
 
 _STATUS_COLOURS = {
@@ -50,15 +37,6 @@ _STATUS_COLOURS = {
     "cancelled": "dim",
     "stale": "magenta",
 }
-
-
-@contextmanager
-def _client(url: str | None, token: str | None) -> Iterator[MLOpsClient]:
-    client = MLOpsClient(api_token=token, url=url) if url else MLOpsClient()
-    try:
-        yield client
-    finally:
-        client.close()
 
 
 def _status(status: str) -> str:
@@ -85,7 +63,7 @@ def list_requests(
     token: Token = None,
 ) -> None:
     """List approval requests (pending ones unless --status or --all)."""
-    with _client(url, token) as c:
+    with open_client(url, token) as c:
         rows = c.list_approval_requests(status=None if all_ else status, model_name=model)
     table = Table(title=f"{len(rows)} request(s)")
     for col in (
@@ -135,6 +113,8 @@ def _show(r: sch.ApprovalRequestDetail) -> None:
         for g in results:
             mark = "[green]pass[/]" if g.passed else "[red]FAIL[/]"
             console.print(f"  {mark}  {escape(g.expression)}: {escape(g.message)}")
+    if r.kind != "stage" and r.action:
+        console.print(f"Change ({r.kind}): {escape(str(r.subject))} {escape(str(r.action))}")
     if r.blocked_reason:
         console.print(f"[red]Cannot be approved:[/] {escape(r.blocked_reason)}")
     if r.metrics and (r.metrics.metrics or r.metrics.production_metrics):
@@ -152,6 +132,26 @@ def _show(r: sch.ApprovalRequestDetail) -> None:
                 "-" if theirs is None else f"{theirs:.6g}",
             )
         print_table(table)
+    if r.metrics and (r.metrics.provenance or r.metrics.production_provenance):
+        prov = Table(title="Metric provenance (what gates read)")
+        for col in ("version", "metric", "value", "source", "logged by", "when", "used"):
+            prov.add_column(col)
+        pv = r.metrics.production_version
+        for label, items in (
+            (f"v{r.version}", r.metrics.provenance),
+            (f"v{pv}", r.metrics.production_provenance),
+        ):
+            for p in items:
+                prov.add_row(
+                    label,
+                    escape(p.key),
+                    str(p.value),
+                    "run" if p.source == "run" else "validation",
+                    escape(p.logged_by or "unknown"),
+                    fmt_time(p.logged_at) if p.logged_at else "-",
+                    "yes" if p.counted else f"no ({escape(p.reason or '')})",
+                )
+        print_table(prov)
     for c in r.comments:
         body = f": {escape(c.body)}" if c.body else ""
         console.print(f"  {fmt_time(c.at)}  {escape(c.author)} [{c.kind}]{body}", markup=True)
@@ -160,7 +160,7 @@ def _show(r: sch.ApprovalRequestDetail) -> None:
 @app.command("show")
 def show(request_id: str, url: Url = None, token: Token = None) -> None:
     """Show a request: gates, metrics beside the Production version's, the comment thread."""
-    with _client(url, token) as c:
+    with open_client(url, token) as c:
         _show(c.get_approval_request(request_id))
 
 
@@ -177,7 +177,7 @@ def request(
     token: Token = None,
 ) -> None:
     """Open an approval request for a stage transition."""
-    with _client(url, token) as c:
+    with open_client(url, token) as c:
         r = c.request_stage_transition(
             model, _version_arg(version), stage, note=note, archive_existing=archive_existing
         )
@@ -191,9 +191,11 @@ def request(
 @app.command("approve")
 def approve(request_id: str, comment: Comment = None, url: Url = None, token: Token = None) -> None:
     """Approve as the token's user (applies the transition when the quorum is reached)."""
-    with _client(url, token) as c:
+    with open_client(url, token) as c:
         r = c.approve_request(request_id, comment)
-    if r.status == "approved":
+    if r.status == "approved" and r.kind != "stage":
+        console.print(f"Approved and carried out: {escape(str(r.subject))} (v{r.version}).")
+    elif r.status == "approved":
         console.print(f"Approved: {escape(r.model_name)} v{r.version} is now in {r.to_stage}.")
     else:
         console.print(f"Approval recorded ({r.approvals}/{r.required_approvals}); still pending.")
@@ -207,7 +209,7 @@ def reject(
     token: Token = None,
 ) -> None:
     """Reject (a comment is required)."""
-    with _client(url, token) as c:
+    with open_client(url, token) as c:
         c.reject_request(request_id, comment)
     console.print(f"Rejected {escape(request_id)}.")
 
@@ -215,7 +217,7 @@ def reject(
 @app.command("cancel")
 def cancel(request_id: str, comment: Comment = None, url: Url = None, token: Token = None) -> None:
     """Withdraw your pending request."""
-    with _client(url, token) as c:
+    with open_client(url, token) as c:
         c.cancel_request(request_id, comment)
     console.print(f"Cancelled {escape(request_id)}.")
 
@@ -223,7 +225,7 @@ def cancel(request_id: str, comment: Comment = None, url: Url = None, token: Tok
 @app.command("comment")
 def comment(request_id: str, text: str, url: Url = None, token: Token = None) -> None:
     """Add a comment to a request's thread."""
-    with _client(url, token) as c:
+    with open_client(url, token) as c:
         c.comment_on_request(request_id, text)
     console.print("Comment added.")
 
@@ -240,6 +242,7 @@ def _print_policy(p: sch.ApprovalPolicy) -> None:
     console.print(f"  reviewer groups:    {escape(', '.join(p.reviewer_groups) or '-')}")
     console.print(f"  required approvals: {p.required_approvals}")
     console.print(f"  gates:              {escape('; '.join(p.gates) or '-')}")
+    console.print(f"  gated aliases:      {escape(', '.join(p.gated_aliases) or 'none')}")
     if not p.reviewers and not p.reviewer_groups:
         console.print("  (no reviewers designated: admins review)")
 
@@ -251,7 +254,7 @@ def policies_get(
     token: Token = None,
 ) -> None:
     """Show the policy that applies to MODEL, or the default policy."""
-    with _client(url, token) as c:
+    with open_client(url, token) as c:
         _print_policy(c.get_approval_policy(model))
 
 
@@ -272,11 +275,18 @@ def policies_set(
         list[str] | None,
         typer.Option("--gate", help="Metric gate, e.g. 'accuracy >= 0.9' (repeatable)."),
     ] = None,
+    gated_alias: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--gated-alias",
+            help="Alias whose set/move/delete needs approval, e.g. champion (repeatable).",
+        ),
+    ] = None,
     url: Url = None,
     token: Token = None,
 ) -> None:
     """Replace MODEL's policy (or the default). No --stage means nothing is gated."""
-    with _client(url, token) as c:
+    with open_client(url, token) as c:
         p = c.set_approval_policy(
             model,
             gated_stages=stage or [],
@@ -284,6 +294,7 @@ def policies_set(
             reviewer_groups=group or [],
             required_approvals=required,
             gates=gate or [],
+            gated_aliases=gated_alias or [],
         )
     _print_policy(p)
 
@@ -291,7 +302,7 @@ def policies_set(
 @policies_app.command("delete")
 def policies_delete(model: str, url: Url = None, token: Token = None) -> None:
     """Drop MODEL's own policy (the default applies again)."""
-    with _client(url, token) as c:
+    with open_client(url, token) as c:
         c.delete_approval_policy(model)
     console.print(f"{escape(model)} follows the default policy again.")
 
@@ -299,7 +310,7 @@ def policies_delete(model: str, url: Url = None, token: Token = None) -> None:
 @policies_app.command("list")
 def policies_list(url: Url = None, token: Token = None) -> None:
     """The default policy and every model's own policy."""
-    with _client(url, token) as c:
+    with open_client(url, token) as c:
         rows = c.list_approval_policies()
     table = Table(title=f"{len(rows)} polic{'y' if len(rows) == 1 else 'ies'}")
     for col in ("model", "gated stages", "reviewers", "groups", "required", "gates"):
@@ -321,7 +332,7 @@ def policies_list(url: Url = None, token: Token = None) -> None:
 
 @groups_app.command("list")
 def groups_list(url: Url = None, token: Token = None) -> None:
-    with _client(url, token) as c:
+    with open_client(url, token) as c:
         rows = c.list_groups()
     table = Table(title=f"{len(rows)} group(s)")
     for col in ("name", "members", "description"):
@@ -343,28 +354,28 @@ def groups_create(
     url: Url = None,
     token: Token = None,
 ) -> None:
-    with _client(url, token) as c:
+    with open_client(url, token) as c:
         g = c.create_group(name, member or [], description)
     console.print(f"Created group {escape(g.name)} ({len(g.members)} member(s)).")
 
 
 @groups_app.command("delete")
 def groups_delete(name: str, url: Url = None, token: Token = None) -> None:
-    with _client(url, token) as c:
+    with open_client(url, token) as c:
         c.delete_group(name)
     console.print(f"Deleted group {escape(name)}.")
 
 
 @groups_app.command("add-member")
 def groups_add(group: str, username: str, url: Url = None, token: Token = None) -> None:
-    with _client(url, token) as c:
+    with open_client(url, token) as c:
         g = c.add_group_member(group, username)
     console.print(f"{escape(g.name)}: {escape(', '.join(g.members))}")
 
 
 @groups_app.command("remove-member")
 def groups_remove(group: str, username: str, url: Url = None, token: Token = None) -> None:
-    with _client(url, token) as c:
+    with open_client(url, token) as c:
         g = c.remove_group_member(group, username)
     console.print(f"{escape(g.name)}: {escape(', '.join(g.members) or '(no members)')}")
 
@@ -374,7 +385,7 @@ def groups_remove(group: str, username: str, url: Url = None, token: Token = Non
 
 @webhooks_app.command("list")
 def webhooks_list(url: Url = None, token: Token = None) -> None:
-    with _client(url, token) as c:
+    with open_client(url, token) as c:
         rows = c.list_webhooks()
     table = Table(title=f"{len(rows)} webhook(s)")
     for col in ("id", "url", "events", "models", "enabled", "description"):
@@ -406,7 +417,7 @@ def webhooks_create(
     token: Token = None,
 ) -> None:
     """Register an endpoint; prints the signing secret once."""
-    with _client(url, token) as c:
+    with open_client(url, token) as c:
         w = c.create_webhook(
             target, event or ["*"], model_names=model or [], description=description
         )
@@ -417,7 +428,7 @@ def webhooks_create(
 
 @webhooks_app.command("delete")
 def webhooks_delete(webhook_id: str, url: Url = None, token: Token = None) -> None:
-    with _client(url, token) as c:
+    with open_client(url, token) as c:
         c.delete_webhook(webhook_id)
     console.print(f"Deleted webhook {escape(webhook_id)}.")
 
@@ -425,7 +436,7 @@ def webhooks_delete(webhook_id: str, url: Url = None, token: Token = None) -> No
 @webhooks_app.command("test")
 def webhooks_test(webhook_id: str, url: Url = None, token: Token = None) -> None:
     """Send a signed webhook.test delivery now and show what the receiver answered."""
-    with _client(url, token) as c:
+    with open_client(url, token) as c:
         d = c.test_webhook(webhook_id)
     attempt = d.attempt_log[-1] if d.attempt_log else None
     if d.status == "delivered":
@@ -447,7 +458,7 @@ def webhooks_deliveries(
     token: Token = None,
 ) -> None:
     """Recent deliveries with their attempts."""
-    with _client(url, token) as c:
+    with open_client(url, token) as c:
         rows = c.list_webhook_deliveries(webhook_id, status=status)
     table = Table(title=f"{len(rows)} deliveries")
     for col in ("id", "event", "status", "attempts", "last answer", "created"):

@@ -1,4 +1,5 @@
-"""Shared CLI plumbing: consoles, the error boundary, and opening the local database.
+"""Shared CLI plumbing: consoles, the error boundary, opening the local database, and the
+``--url``/``--token`` options with the client they select.
 
 Expected failures (any ``PodstackError``, an unreachable database) become one red line on
 stderr and exit code 1; tracebacks are for bugs only.
@@ -10,7 +11,7 @@ import getpass
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime
-from typing import Any, NoReturn
+from typing import Annotated, Any, NoReturn
 
 import typer
 from pydantic import ValidationError
@@ -21,6 +22,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError, ProgrammingError
 from typer.core import TyperGroup
 
+from podstack.client.client import MLOpsClient
 from podstack.errors import PodstackError
 from podstack.server.auth.principal import Principal
 from podstack.server.config import Settings
@@ -30,6 +32,30 @@ from podstack.server.db.session import Database
 # Rich resolves sys.stdout/sys.stderr at write time, so test runners can capture them.
 console = Console(highlight=False)
 err_console = Console(stderr=True, highlight=False)
+
+# Every command that goes through MLOpsClient takes these two: the local store (embedded) by
+# default, or a server.
+Url = Annotated[
+    str | None,
+    typer.Option(
+        "--url", envvar="PODSTACK_URL", help="Server URL (default: the local store, embedded)."
+    ),
+]
+Token = Annotated[
+    str | None,
+    typer.Option("--token", envvar="PODSTACK_API_TOKEN", help="API token for --url."),
+]
+
+
+@contextmanager
+def open_client(url: str | None, token: str | None) -> Iterator[MLOpsClient]:
+    """The client for ``--url``/``--token``: that server, else the embedded local store
+    (which needs no token), closed when the command is done."""
+    client = MLOpsClient(api_token=token, url=url) if url else MLOpsClient()
+    try:
+        yield client
+    finally:
+        client.close()
 
 
 def fail(message: str, code: int = 1) -> NoReturn:

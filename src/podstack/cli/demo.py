@@ -19,7 +19,7 @@ from typing import Any
 
 import typer
 
-from podstack.cli.common import console
+from podstack.cli.common import console, open_client
 from podstack.client.client import MLOpsClient
 from podstack.errors import NotFound
 
@@ -541,12 +541,8 @@ def demo(
         os.environ["PODSTACK_HOME"] = str(home.expanduser())
     os.environ.setdefault("PODSTACK_PROGRESS", "0")
     where = url or os.environ.get("PODSTACK_HOME") or "~/.podstack"
-    with console.status(f"Creating demo data in {where}…"):
-        client = MLOpsClient(api_token=token, url=url) if url else MLOpsClient()
-        try:
-            summary = fill(client)
-        finally:
-            client.close()
+    with console.status(f"Creating demo data in {where}…"), open_client(url, token) as client:
+        summary = fill(client)
     if summary.skipped:
         console.print(f"Demo data is already there ({SENTINEL_MODEL} exists); nothing to do.")
         return

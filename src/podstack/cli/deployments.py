@@ -7,8 +7,6 @@ Goes through ``MLOpsClient``: the local store (embedded) by default, or a server
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -16,8 +14,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from podstack.cli.common import console, fail, fmt_time, print_table
-from podstack.client.client import MLOpsClient
+from podstack.cli.common import Token, Url, console, fail, fmt_time, open_client, print_table
 from podstack.schemas import deployments as sch
 
 app = typer.Typer(
@@ -27,25 +24,9 @@ app = typer.Typer(
 targets_app = typer.Typer(no_args_is_help=True, help="Deployment targets (admins configure).")
 app.add_typer(targets_app, name="targets")
 
-Url = Annotated[
-    str | None,
-    typer.Option("--url", envvar="PODSTACK_URL", help="Server URL (default: the local store)."),
-]
-Token = Annotated[
-    str | None, typer.Option("--token", envvar="PODSTACK_API_TOKEN", help="API token for --url.")
-]
 NoWait = Annotated[bool, typer.Option("--no-wait", help="Return without waiting for ready.")]
 
 _STATUS = {"ready": "green", "failed": "red", "stopped": "dim", "starting": "yellow"}
-
-
-@contextmanager
-def _client(url: str | None, token: str | None) -> Iterator[MLOpsClient]:
-    client = MLOpsClient(api_token=token, url=url) if url else MLOpsClient()
-    try:
-        yield client
-    finally:
-        client.close()
 
 
 def _status(d: sch.Deployment) -> str:
@@ -75,6 +56,7 @@ def _show(d: sch.Deployment) -> None:
         ("model", f"{d.model_name} {_served(d)}"),
         ("format", d.format),
         ("target", f"{d.target} ({d.target_kind})"),
+        ("production", "yes (Production or approved versions only)" if d.production else "no"),
         ("gpu", d.gpu_type or "cpu"),
         ("replicas", f"{d.min_replicas}-{d.max_replicas}"),
         ("endpoint", d.endpoint_url or "-"),
@@ -101,7 +83,7 @@ def list_cmd(
     token: Token = None,
 ) -> None:
     """List deployments with status, served version and endpoint URL."""
-    with _client(url, token) as c:
+    with open_client(url, token) as c:
         deps = c.list_deployments(model_name=model)
     if not deps:
         console.print("No deployments.")
@@ -123,7 +105,7 @@ def list_cmd(
 @app.command("show")
 def show(name: str, url: Url = None, token: Token = None) -> None:
     """Details of one deployment (health, last rollout, URLs)."""
-    with _client(url, token) as c:
+    with open_client(url, token) as c:
         _show(c.get_deployment(name))
 
 
@@ -137,12 +119,20 @@ def create(
     min_replicas: Annotated[int, typer.Option("--min-replicas")] = 1,
     max_replicas: Annotated[int, typer.Option("--max-replicas")] = 1,
     target: Annotated[str | None, typer.Option("--target")] = None,
+    production: Annotated[
+        bool,
+        typer.Option(
+            "--production",
+            help="Production endpoint: serves only Production (or approved) versions; other "
+            "versions open an approval request.",
+        ),
+    ] = False,
     no_wait: NoWait = False,
     url: Url = None,
     token: Token = None,
 ) -> None:
     """Deploy a model version (or follow an alias) behind an endpoint."""
-    with _client(url, token) as c:
+    with open_client(url, token) as c:
         d = c.deploy_model(
             model,
             version=version,
@@ -152,6 +142,7 @@ def create(
             max_replicas=max_replicas,
             alias=alias,
             target=target,
+            production=production,
             wait=not no_wait,
         )
     _show(d)
@@ -165,12 +156,19 @@ def update(
     gpu_type: Annotated[str | None, typer.Option("--gpu-type")] = None,
     min_replicas: Annotated[int | None, typer.Option("--min-replicas")] = None,
     max_replicas: Annotated[int | None, typer.Option("--max-replicas")] = None,
+    production: Annotated[
+        bool | None,
+        typer.Option(
+            "--production/--no-production",
+            help="Mark as a production endpoint (unmarking: admins only).",
+        ),
+    ] = None,
     no_wait: NoWait = False,
     url: Url = None,
     token: Token = None,
 ) -> None:
     """Serve another version/alias or rescale; the old server keeps serving until then."""
-    with _client(url, token) as c:
+    with open_client(url, token) as c:
         d = c.update_deployment(
             name,
             version=version,
@@ -178,6 +176,7 @@ def update(
             gpu_type=gpu_type,
             min_replicas=min_replicas,
             max_replicas=max_replicas,
+            production=production,
             wait=not no_wait,
         )
     _show(d)
@@ -186,21 +185,21 @@ def update(
 @app.command("rollback")
 def rollback(name: str, no_wait: NoWait = False, url: Url = None, token: Token = None) -> None:
     """Go back to the previously served version."""
-    with _client(url, token) as c:
+    with open_client(url, token) as c:
         _show(c.rollback_deployment(name, wait=not no_wait))
 
 
 @app.command("stop")
 def stop(name: str, url: Url = None, token: Token = None) -> None:
     """Stop serving (the deployment is kept; `start` resumes it)."""
-    with _client(url, token) as c:
+    with open_client(url, token) as c:
         _show(c.stop_deployment(name))
 
 
 @app.command("start")
 def start(name: str, no_wait: NoWait = False, url: Url = None, token: Token = None) -> None:
     """Start a stopped (or failed) deployment again."""
-    with _client(url, token) as c:
+    with open_client(url, token) as c:
         _show(c.start_deployment(name, wait=not no_wait))
 
 
@@ -214,7 +213,7 @@ def delete(
     """Stop and remove a deployment."""
     if not yes and not typer.confirm(f"Delete deployment {name}?"):
         raise typer.Exit(1)
-    with _client(url, token) as c:
+    with open_client(url, token) as c:
         c.delete_deployment(name)
     console.print(f"Deleted deployment {escape(name)}.")
 
@@ -234,7 +233,7 @@ def predict(
         value = json.loads(text)
     except ValueError as exc:
         fail(f"inputs must be JSON: {exc}")
-    with _client(url, token) as c:
+    with open_client(url, token) as c:
         res = c.predict(name, value)
     console.print_json(res.model_dump_json())
 
@@ -242,7 +241,7 @@ def predict(
 @targets_app.command("list")
 def targets_list(url: Url = None, token: Token = None) -> None:
     """Targets with their kind, GPU types and whether pickles are trusted."""
-    with _client(url, token) as c:
+    with open_client(url, token) as c:
         targets = c.list_deployment_targets()
     table = Table("name", "kind", "default", "gpu types", "trusted formats")
     for t in targets:
@@ -272,6 +271,6 @@ def targets_set(
         fail(f"--config must be a JSON object: {exc}")
     if not isinstance(conf, dict):
         fail("--config must be a JSON object.")
-    with _client(url, token) as c:
+    with open_client(url, token) as c:
         t = c.set_deployment_target(name, kind, conf, is_default=default)
     console.print(f"Target {t.name} ({t.kind}) saved; GPU types: {', '.join(t.gpu_types)}.")

@@ -11,8 +11,6 @@ the reference in place of NAME.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -20,8 +18,16 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from podstack.cli.common import console, fail, fmt_time, local_database, print_table
-from podstack.client.client import MLOpsClient
+from podstack.cli.common import (
+    Token,
+    Url,
+    console,
+    fail,
+    fmt_time,
+    local_database,
+    open_client,
+    print_table,
+)
 from podstack.schemas import registry as sch
 
 models_app = typer.Typer(no_args_is_help=True, help="Registered models: list, show, register.")
@@ -30,28 +36,9 @@ versions_app = typer.Typer(
 )
 aliases_app = typer.Typer(no_args_is_help=True, help="Model aliases: set, delete, list, rollback.")
 
-Url = Annotated[
-    str | None,
-    typer.Option(
-        "--url", envvar="PODSTACK_URL", help="Server URL (default: the local store, embedded)."
-    ),
-]
-Token = Annotated[
-    str | None,
-    typer.Option("--token", envvar="PODSTACK_API_TOKEN", help="API token for --url."),
-]
 Yes = Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")]
 
 _STAGE_COLOURS = {"Production": "green", "Staging": "yellow", "Archived": "dim", "None": ""}
-
-
-@contextmanager
-def _client(url: str | None, token: str | None) -> Iterator[MLOpsClient]:
-    client = MLOpsClient(api_token=token, url=url) if url else MLOpsClient()
-    try:
-        yield client
-    finally:
-        client.close()
 
 
 def _version_arg(value: str | None) -> Any:
@@ -92,7 +79,7 @@ def models_list(
         list[str] | None,
         typer.Option("--label", "-l", help="Only models with this label (repeat)."),
     ] = None,
-    order_by: Annotated[str, typer.Option("--order-by", help="name | updated")] = "name",
+    order_by: Annotated[str, typer.Option("--order-by", help="name | updated | stage")] = "name",
     limit: Annotated[int, typer.Option("--limit", "-n", min=1, max=1000)] = 50,
     page_token: Annotated[
         str | None, typer.Option("--page-token", help="From a previous page.")
@@ -101,7 +88,7 @@ def models_list(
     token: Token = None,
 ) -> None:
     """List registered models with their latest and Production versions."""
-    with _client(url, token) as c:
+    with open_client(url, token) as c:
         page = c.search_registered_models(
             query=query,
             stage=stage,
@@ -134,7 +121,7 @@ def models_show(
     token: Token = None,
 ) -> None:
     """Show a model: description, labels, aliases and every version with its stage."""
-    with _client(url, token) as c:
+    with open_client(url, token) as c:
         m = c.get_registered_model(name)
         versions = c.list_model_versions(name)
     console.print(f"[bold]{escape(m.name)}[/bold]")
@@ -173,7 +160,7 @@ def models_register(
     token: Token = None,
 ) -> None:
     """Register a new model."""
-    with _client(url, token) as c:
+    with open_client(url, token) as c:
         m = c.register_model(name, description=description, tags=label or [])
     console.print(f"Registered model {escape(m.name)}.")
 
@@ -190,7 +177,7 @@ def models_update(
     token: Token = None,
 ) -> None:
     """Change a model's description and/or labels."""
-    with _client(url, token) as c:
+    with open_client(url, token) as c:
         m = c.update_registered_model(name, description=description, tags=label)
     console.print(f"Updated model {escape(m.name)}.")
 
@@ -206,7 +193,7 @@ def models_delete(
     Production). Permanent: archive instead if you may need it later."""
     if not yes:
         typer.confirm(f"Delete model {name!r} and all its versions? This is permanent", abort=True)
-    with _client(url, token) as c:
+    with open_client(url, token) as c:
         c.delete_registered_model(name)
     console.print(f"Deleted model {escape(name)}.")
 
@@ -238,7 +225,7 @@ def versions_create(
         if not sep or not key:
             fail(f"--tag needs key=value, got {item!r}.")
         tags[key] = value
-    with _client(url, token) as c:
+    with open_client(url, token) as c:
         v = c.create_model_version(
             name,
             run_id,
@@ -261,7 +248,7 @@ def versions_list(
     token: Token = None,
 ) -> None:
     """List a model's versions, newest first."""
-    with _client(url, token) as c:
+    with open_client(url, token) as c:
         versions = c.list_model_versions(name, stage=stage)
     table = Table(title=f"{len(versions)} version(s) of {escape(name)}")
     for col in ("version", "stage", "created", "run", "artifact", "aliases", "description"):
@@ -287,7 +274,7 @@ def versions_show(
     token: Token = None,
 ) -> None:
     """Show a version: stage, source run (params, metrics), validation metrics, tags, files."""
-    with _client(url, token) as c:
+    with open_client(url, token) as c:
         v = c.get_model_version(name, _version_arg(version))
         history = c.get_model_version_stage_history(v.model_name, v.version)
     console.print(f"[bold]{escape(v.model_name)} v{v.version}[/bold]  {_stage(v.stage)}")
@@ -339,7 +326,7 @@ def versions_transition(
     token: Token = None,
 ) -> None:
     """Move a version to another stage."""
-    with _client(url, token) as c:
+    with open_client(url, token) as c:
         v = c.transition_model_version_stage(
             name, _version_arg(version), stage, note=note, archive_existing=archive_existing
         )
@@ -365,7 +352,7 @@ def versions_tag(
     """Set (or --delete) a key/value tag on a version."""
     if delete == (value is not None):
         fail("Give either VALUE to set the tag, or --delete to remove it.")
-    with _client(url, token) as c:
+    with open_client(url, token) as c:
         if delete:
             c.delete_model_version_tag(name, _version_arg(version), key)
             console.print(f"Removed tag {escape(key)}.")
@@ -385,7 +372,7 @@ def versions_delete(
     """Delete a version (refused while it is in Production: archive it first)."""
     if not yes:
         typer.confirm(f"Delete version {version} of {name!r}? This is permanent", abort=True)
-    with _client(url, token) as c:
+    with open_client(url, token) as c:
         c.delete_model_version(name, _version_arg(version))
     console.print(f"Deleted version {escape(version)} of {escape(name)}.")
 
@@ -406,7 +393,7 @@ def aliases_set(
     token: Token = None,
 ) -> None:
     """Point an alias at a version (creating or moving it)."""
-    with _client(url, token) as c:
+    with open_client(url, token) as c:
         a = c.set_model_alias(name, alias, _version_arg(version))
     console.print(_alias_line(name, a))
 
@@ -419,7 +406,7 @@ def aliases_delete(
     token: Token = None,
 ) -> None:
     """Remove an alias (the version stays)."""
-    with _client(url, token) as c:
+    with open_client(url, token) as c:
         c.delete_model_alias(name, alias)
     console.print(f"Deleted alias {escape(alias)} of {escape(name)}.")
 
@@ -431,7 +418,7 @@ def aliases_list(
     token: Token = None,
 ) -> None:
     """List a model's aliases."""
-    with _client(url, token) as c:
+    with open_client(url, token) as c:
         rows = c.list_model_aliases(name)
     table = Table(title=f"{len(rows)} alias(es) of {escape(name)}")
     for col in ("alias", "version", "moved", "by"):
@@ -451,7 +438,7 @@ def aliases_rollback(
     token: Token = None,
 ) -> None:
     """Move an alias back to the version it pointed at before."""
-    with _client(url, token) as c:
+    with open_client(url, token) as c:
         a = c.rollback_model_alias(name, alias)
     console.print(_alias_line(name, a))
 
@@ -471,7 +458,7 @@ def download(
     token: Token = None,
 ) -> None:
     """Download a model version's files (sha256-verified; files already there are skipped)."""
-    with _client(url, token) as c:
+    with open_client(url, token) as c:
         v = c.get_model_version(name, _version_arg(version))
         out = c.download_model_version(v.model_name, v.version, dest, paths=path)
     n = len(v.files or []) if path is None else len(path)

@@ -7,11 +7,11 @@ import json
 from typing import Any
 
 import typer
+from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from podstack.cli.common import console, fail, fmt_time
-from podstack.client.client import MLOpsClient
+from podstack.cli.common import Token, Url, console, fail, fmt_time, open_client
 from podstack.schemas.schedules import Execution, Schedule
 
 app = typer.Typer(
@@ -30,8 +30,6 @@ _STATUS_COLOUR = {
     "skipped_misfire": "dim",
 }
 
-UrlOpt = typer.Option(None, "--url", envvar="PODSTACK_URL", help="Server URL (else local store).")
-TokenOpt = typer.Option(None, "--token", envvar="PODSTACK_API_TOKEN", help="API token.")
 CommandArg = typer.Argument(
     None,
     help="The job for the local executor, after `--`: e.g. -- python train.py --epochs 3",
@@ -40,10 +38,6 @@ CommandArg = typer.Argument(
 ParamOpt = typer.Option(
     None, "--param", "-p", help="Training parameter KEY=VALUE (repeatable); logged as run params."
 )
-
-
-def _client(url: str | None, token: str | None) -> MLOpsClient:
-    return MLOpsClient(api_token=token, url=url) if url else MLOpsClient(api_token=token)
 
 
 def _params(pairs: list[str] | None) -> dict[str, Any] | None:
@@ -168,8 +162,8 @@ def create(
     gpu_count: int | None = typer.Option(None, "--gpu-count", min=1),
     namespace: str | None = typer.Option(None, "--namespace", help="Kubernetes namespace."),
     command: list[str] | None = CommandArg,
-    url: str | None = UrlOpt,
-    token: str | None = TokenOpt,
+    url: Url = None,
+    token: Token = None,
 ) -> None:
     """Create a schedule. The job is a command (after --), a webhook or a Kubernetes Job."""
     executor = _executor(
@@ -180,7 +174,7 @@ def create(
             "Say what to run: a command after `--` (e.g. -- python train.py), "
             "--webhook-url/--webhook-secret, or --k8s-image."
         )
-    with _client(url, token) as client:
+    with open_client(url, token) as client:
         s = client.create_schedule(
             name,
             experiment,
@@ -204,11 +198,11 @@ def list_(
     all_: bool = typer.Option(False, "--all", help="Include deleted schedules."),
     paused: bool | None = typer.Option(None, "--paused/--active", help="Only paused/active."),
     experiment: str | None = typer.Option(None, "--experiment", "-e"),
-    url: str | None = UrlOpt,
-    token: str | None = TokenOpt,
+    url: Url = None,
+    token: Token = None,
 ) -> None:
     """List schedules with their next fire and last execution."""
-    with _client(url, token) as client:
+    with open_client(url, token) as client:
         items = client.list_schedules(experiment_id=experiment, paused=paused, include_deleted=all_)
     table = Table(title=f"{len(items)} schedule(s)")
     table.add_column("name", no_wrap=True)  # names are what people copy: never split
@@ -231,30 +225,26 @@ def list_(
 @app.command("show")
 def show(
     name: str = typer.Argument(..., help="Schedule name or id."),
-    url: str | None = UrlOpt,
-    token: str | None = TokenOpt,
+    url: Url = None,
+    token: Token = None,
 ) -> None:
     """Show a schedule: cron in words, next fire times, job, policies."""
-    with _client(url, token) as client:
+    with open_client(url, token) as client:
         _show(client.get_schedule(name))
 
 
 @app.command("pause")
-def pause(
-    name: str = typer.Argument(...), url: str | None = UrlOpt, token: str | None = TokenOpt
-) -> None:
+def pause(name: str = typer.Argument(...), url: Url = None, token: Token = None) -> None:
     """Stop firing until resumed."""
-    with _client(url, token) as client:
+    with open_client(url, token) as client:
         s = client.pause_schedule(name)
     console.print(f"Paused {s.name}.")
 
 
 @app.command("resume")
-def resume(
-    name: str = typer.Argument(...), url: str | None = UrlOpt, token: str | None = TokenOpt
-) -> None:
+def resume(name: str = typer.Argument(...), url: Url = None, token: Token = None) -> None:
     """Fire again from now on (missed ticks are not run)."""
-    with _client(url, token) as client:
+    with open_client(url, token) as client:
         s = client.resume_schedule(name)
     console.print(f"Resumed {s.name}; next fire {fmt_time(s.next_fire_at)}.")
 
@@ -278,8 +268,8 @@ def edit(
     gpu_count: int | None = typer.Option(None, "--gpu-count", min=1),
     namespace: str | None = typer.Option(None, "--namespace"),
     command: list[str] | None = CommandArg,
-    url: str | None = UrlOpt,
-    token: str | None = TokenOpt,
+    url: Url = None,
+    token: Token = None,
 ) -> None:
     """Change a schedule (--param replaces the whole configuration)."""
     if timeout is not None and no_timeout:
@@ -292,7 +282,7 @@ def edit(
     kw: dict[str, Any] = {}
     if timeout is not None or no_timeout:
         kw["timeout_seconds"] = None if no_timeout else timeout
-    with _client(url, token) as client:
+    with open_client(url, token) as client:
         s = client.update_schedule(
             name,
             cron=cron,
@@ -313,23 +303,21 @@ def edit(
 def delete(
     name: str = typer.Argument(...),
     yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask for confirmation."),
-    url: str | None = UrlOpt,
-    token: str | None = TokenOpt,
+    url: Url = None,
+    token: Token = None,
 ) -> None:
     """Delete a schedule (its execution history and runs are kept)."""
     if not yes:
         typer.confirm(f"Delete schedule {name}? Its history and runs are kept.", abort=True)
-    with _client(url, token) as client:
+    with open_client(url, token) as client:
         client.delete_schedule(name)
     console.print(f"Deleted schedule {name}.")
 
 
 @app.command("trigger")
-def trigger(
-    name: str = typer.Argument(...), url: str | None = UrlOpt, token: str | None = TokenOpt
-) -> None:
+def trigger(name: str = typer.Argument(...), url: Url = None, token: Token = None) -> None:
     """Run now (queued; a running server starts it within a tick)."""
-    with _client(url, token) as client:
+    with open_client(url, token) as client:
         ex = client.trigger_schedule(name)
     console.print(f"Queued execution {ex.id} of {name}.")
 
@@ -340,12 +328,24 @@ def history(
     limit: int = typer.Option(20, "--limit", "-n", min=1, max=1000),
     status: str | None = typer.Option(None, "--status", help="Only this status."),
     logs: bool = typer.Option(False, "--logs", help="Print each execution's log tail."),
-    url: str | None = UrlOpt,
-    token: str | None = TokenOpt,
+    output: str = typer.Option(
+        "table",
+        "--output",
+        "-o",
+        help="table, or json (every field of every execution, for scripts).",
+    ),
+    url: Url = None,
+    token: Token = None,
 ) -> None:
     """Execution history, newest first."""
-    with _client(url, token) as client:
+    if output not in ("table", "json"):
+        fail(f"Unknown --output {output!r}: use table or json.")
+    with open_client(url, token) as client:
         items = client.list_schedule_executions(name, status=status, max_results=limit)
+    if output == "json":
+        # Plain stdout, not Rich: no markup, no wrapping, valid JSON whatever the width.
+        typer.echo(json.dumps([ex.model_dump(mode="json") for ex in items], indent=2))
+        return
     table = Table(title=f"{len(items)} execution(s) of {escape(name)}")
     for col in ("scheduled", "trigger", "status", "started", "duration", "exit"):
         table.add_column(col, no_wrap=True)
@@ -364,7 +364,12 @@ def history(
             ex.id,
             escape(ex.message or ""),
         )
-    console.print(table)
+    if console.is_terminal:
+        console.print(table)
+    else:
+        # Off a terminal (pipes, files, CI logs) Rich assumes 80 columns and would cut ids
+        # and fold notes: print every value in full, one row per line.
+        Console(width=100_000, highlight=False, soft_wrap=True).print(table)
     if logs:
         for ex in items:
             if ex.log_tail:
@@ -375,11 +380,11 @@ def history(
 @app.command("cancel")
 def cancel(
     execution_id: str = typer.Argument(..., help="Execution id (see history)."),
-    url: str | None = UrlOpt,
-    token: str | None = TokenOpt,
+    url: Url = None,
+    token: Token = None,
 ) -> None:
     """Cancel a queued or running execution."""
-    with _client(url, token) as client:
+    with open_client(url, token) as client:
         ex = client.cancel_execution(execution_id)
     if ex.status.value == "cancelled":
         console.print(f"Cancelled {ex.id}.")

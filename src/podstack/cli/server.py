@@ -19,7 +19,7 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from socket import socket
 from typing import Any
@@ -31,6 +31,7 @@ from fastapi import FastAPI
 from rich.markup import escape
 
 from podstack.cli.common import console, err_console, fail, safe_url
+from podstack.server import file_modes
 from podstack.server.auth import service as auth_service
 from podstack.server.config import Settings
 from podstack.server.db import migrate
@@ -109,7 +110,9 @@ def prepare_database(settings: Settings) -> FirstStart:
     return FirstStart(created_admin=not had_users, token=token)
 
 
-def banner_lines(settings: Settings, first: FirstStart) -> list[str]:
+def banner_lines(
+    settings: Settings, first: FirstStart, mode_warnings: Sequence[str] = ()
+) -> list[str]:
     """What the person at the console needs: where the server is and how to get in."""
     url = public_url(settings)
     e = escape
@@ -118,6 +121,12 @@ def banner_lines(settings: Settings, first: FirstStart) -> list[str]:
         f"[bold green]Podstack MLOps is running at {e(url)}[/bold green]",
         f"  UI: {e(url)}/    API: {e(url)}/api/v1    API docs: {e(url)}/api/v1/docs",
     ]
+    if mode_warnings:
+        lines.append(
+            f"  [bold yellow]Other local users can read files under {e(str(settings.home))}"
+            f"[/bold yellow] ({len(mode_warnings)} path(s), listed in the log above). "
+            f"Fix: chmod -R go-rwx {e(str(settings.home))}"
+        )
     if settings.host in _WILDCARD_HOSTS and not settings.public_url:
         lines.append("  (listening on all interfaces: from other machines use this host's address)")
     if settings.no_auth:
@@ -177,10 +186,11 @@ def banner_lines(settings: Settings, first: FirstStart) -> list[str]:
     return lines
 
 
-def print_banner(settings: Settings, first: FirstStart) -> None:
+def print_banner(settings: Settings, first: FirstStart, mode_warnings: Sequence[str] = ()) -> None:
     # One write, soft-wrapped: the token and commands must stay on one line to be
     # copy-pasteable, and the banner must not interleave with log lines.
-    console.print("\n".join(banner_lines(settings, first)), soft_wrap=True, highlight=False)
+    text = "\n".join(banner_lines(settings, first, mode_warnings))
+    console.print(text, soft_wrap=True, highlight=False)
     console.file.flush()
 
 
@@ -255,6 +265,9 @@ def serve(
     ),
 ) -> None:
     """Run the Podstack server (REST API at /api/v1, UI at /)."""
+    # Everything this process (and its workers, model servers and jobs) creates is owner-only:
+    # the home holds the database, keys, artifacts and logs.
+    file_modes.restrict_umask()
     overrides: dict[str, Any] = {}
     if host is not None:
         overrides["host"] = host
@@ -287,6 +300,9 @@ def serve(
         "log_level": settings.log_level.lower(),
         "lifespan": "on",
         "timeout_graceful_shutdown": GRACEFUL_SHUTDOWN_SECONDS,
+        # Idle keep-alive connections are closed after this; a stalled request body is timed
+        # out by the app (BodyReadTimeoutMiddleware, PODSTACK_BODY_READ_TIMEOUT_SECONDS).
+        "timeout_keep_alive": settings.keep_alive_timeout_seconds,
     }
     # The database is migrated once, below, in this process: workers must not repeat it
     # concurrently.
@@ -322,10 +338,11 @@ def serve(
             "another server using that port?)."
         )
 
+    mode_warnings = file_modes.warn_wide_modes(settings)
     first = prepare_database(settings)
 
     def announce() -> None:
-        print_banner(app_settings, first)
+        print_banner(app_settings, first, mode_warnings)
 
     if workers == 1:
         server = _AnnouncingServer(config, announce)

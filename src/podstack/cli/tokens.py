@@ -63,7 +63,7 @@ def list_(
             str(t.id),
             t.username,
             escape(t.name),
-            escape(t.prefix) + "…",
+            escape(t.prefix) + "…" if t.prefix else "(chosen value)",
             f"[{colour[t.status]}]{t.status}[/]",
             fmt_time(t.created_at),
             fmt_time(t.expires_at, "never"),

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from datetime import datetime
 from typing import Any
-from urllib.parse import quote
 
-from podstack.client.base import BaseClient
+from podstack.client.base import BaseClient, seg
 from podstack.schemas.audit import AuditEventOut
 from podstack.schemas.auth import MeOut, TokenCreated, TokenOut, UserOut
 
@@ -42,7 +41,7 @@ class AdminAPI(BaseClient):
         return [UserOut.model_validate(u) for u in self._paginate("/users", "items")]
 
     def get_user(self, username: str) -> UserOut:
-        return UserOut.model_validate(self._request("GET", f"/users/{quote(username, safe='')}"))
+        return UserOut.model_validate(self._request("GET", f"/users/{seg(username)}"))
 
     def update_user(
         self,
@@ -68,9 +67,7 @@ class AdminAPI(BaseClient):
         ):
             if value is not _UNSET:
                 body[key] = value
-        return UserOut.model_validate(
-            self._request("PATCH", f"/users/{quote(username, safe='')}", json=body)
-        )
+        return UserOut.model_validate(self._request("PATCH", f"/users/{seg(username)}", json=body))
 
     # ------------------------------------------------------------------ tokens
     def create_token(

@@ -19,16 +19,12 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from typing import Any
-from urllib.parse import quote
 
+from podstack.client.base import seg
 from podstack.client.registry import RegistryAPI, VersionRef
 from podstack.errors import ApprovalRequired
 from podstack.schemas import approvals as sch
 from podstack.schemas import registry as registry_sch
-
-
-def _seg(value: str) -> str:
-    return quote(str(value), safe="")
 
 
 def _version_value(version: VersionRef) -> int | str:
@@ -91,7 +87,7 @@ class ApprovalsAPI(RegistryAPI):
         """Request details: votes, comments, gate results (evaluated now while pending) and
         the version's metrics beside the current Production version's (``.metrics``)."""
         return sch.ApprovalRequestDetail.model_validate(
-            self._request("GET", f"/approval-requests/{_seg(request_id)}")
+            self._request("GET", f"/approval-requests/{seg(request_id)}")
         )
 
     def list_approval_requests(
@@ -137,14 +133,14 @@ class ApprovalsAPI(RegistryAPI):
     ) -> sch.ApprovalRequestDetail:
         return sch.ApprovalRequestDetail.model_validate(
             self._request(
-                "POST", f"/approval-requests/{_seg(request_id)}/{action}", json={"comment": comment}
+                "POST", f"/approval-requests/{seg(request_id)}/{action}", json={"comment": comment}
             )
         )
 
     def comment_on_request(self, request_id: str, body: str) -> sch.ApprovalComment:
         return sch.ApprovalComment.model_validate(
             self._request(
-                "POST", f"/approval-requests/{_seg(request_id)}/comments", json={"body": body}
+                "POST", f"/approval-requests/{seg(request_id)}/comments", json={"body": body}
             )
         )
 
@@ -169,7 +165,7 @@ class ApprovalsAPI(RegistryAPI):
         path = (
             "/approval-policy"
             if model_name is None
-            else f"/registered-models/{_seg(model_name)}/approval-policy"
+            else f"/registered-models/{seg(model_name)}/approval-policy"
         )
         return sch.ApprovalPolicy.model_validate(self._request("GET", path))
 
@@ -182,31 +178,37 @@ class ApprovalsAPI(RegistryAPI):
         reviewer_groups: Sequence[str] = (),
         required_approvals: int = 1,
         gates: Sequence[str] = (),
+        gated_aliases: Sequence[str] = (),
     ) -> sch.ApprovalPolicy:
         """Replaces a model's policy (admins), or the default one when ``model_name`` is None.
 
         ``gated_stages``: target stages that need approval, e.g. ``["Production"]``.
         ``reviewers`` / ``reviewer_groups``: who may approve (nobody designated: admins).
         ``required_approvals``: N approvals needed. ``gates``: metric conditions such as
-        ``"accuracy >= 0.9"`` or ``"f1 > production"`` (beat the Production version)."""
+        ``"accuracy >= 0.9"`` or ``"f1 > production"`` (beat the Production version); they
+        read only metrics the requester cannot have written (an ended run's, or validation
+        metrics logged by someone else). ``gated_aliases``: aliases (e.g. ``["champion"]``)
+        whose set/move/delete opens an approval request instead of happening (raising
+        :class:`podstack.errors.ApprovalPending`)."""
         body = {
             "gated_stages": list(gated_stages),
             "reviewers": list(reviewers),
             "reviewer_groups": list(reviewer_groups),
             "required_approvals": required_approvals,
             "gates": list(gates),
+            "gated_aliases": list(gated_aliases),
         }
         path = (
             "/approval-policy"
             if model_name is None
-            else f"/registered-models/{_seg(model_name)}/approval-policy"
+            else f"/registered-models/{seg(model_name)}/approval-policy"
         )
         return sch.ApprovalPolicy.model_validate(self._request("PUT", path, json=body))
 
     def delete_approval_policy(self, model_name: str) -> sch.ApprovalPolicy:
         """Drops a model's own policy; returns the default that applies to it again."""
         return sch.ApprovalPolicy.model_validate(
-            self._request("DELETE", f"/registered-models/{_seg(model_name)}/approval-policy")
+            self._request("DELETE", f"/registered-models/{seg(model_name)}/approval-policy")
         )
 
     def list_approval_policies(self) -> list[sch.ApprovalPolicy]:
@@ -222,20 +224,20 @@ class ApprovalsAPI(RegistryAPI):
         return sch.Group.model_validate(self._request("POST", "/groups", json=body))
 
     def get_group(self, name: str) -> sch.Group:
-        return sch.Group.model_validate(self._request("GET", f"/groups/{_seg(name)}"))
+        return sch.Group.model_validate(self._request("GET", f"/groups/{seg(name)}"))
 
     def list_groups(self) -> list[sch.Group]:
         return [sch.Group.model_validate(g) for g in self._request("GET", "/groups")["items"]]
 
     def delete_group(self, name: str) -> None:
-        self._request("DELETE", f"/groups/{_seg(name)}")
+        self._request("DELETE", f"/groups/{seg(name)}")
 
     def add_group_member(self, group: str, username: str) -> sch.Group:
         return sch.Group.model_validate(
-            self._request("POST", f"/groups/{_seg(group)}/members", json={"username": username})
+            self._request("POST", f"/groups/{seg(group)}/members", json={"username": username})
         )
 
     def remove_group_member(self, group: str, username: str) -> sch.Group:
         return sch.Group.model_validate(
-            self._request("DELETE", f"/groups/{_seg(group)}/members/{_seg(username)}")
+            self._request("DELETE", f"/groups/{seg(group)}/members/{seg(username)}")
         )

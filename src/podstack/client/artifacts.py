@@ -4,28 +4,18 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from urllib.parse import quote
 
-from podstack.client.base import BaseClient
+from podstack.client.base import BaseClient, seg
 from podstack.client.transfer import PROGRESS_THRESHOLD, TransferProgress, download_to, upload_file
 from podstack.errors import ValidationFailed
+from podstack.schemas.artifact_paths import join, safe_join, validate_artifact_path
 from podstack.schemas.artifacts import ArtifactEntry, ArtifactFile
-from podstack.server.artifacts.paths import join, safe_join, validate_artifact_path
 
 
 def artifact_api_path(run_id: str, path: str) -> str:
-    """``/runs/<id>/artifacts/<path>`` with each segment percent-encoded.
-
-    ``.`` and ``..`` segments are encoded too: httpx would otherwise resolve them away before
-    sending, and the server (which refuses them) would never see what the caller asked for.
-    """
-    segments = []
-    for seg in path.split("/"):
-        if seg in (".", ".."):
-            segments.append(seg.replace(".", "%2E"))
-        else:
-            segments.append(quote(seg, safe=""))
-    return f"/runs/{quote(run_id, safe='')}/artifacts/" + "/".join(segments)
+    """``/runs/<id>/artifacts/<path>`` with each segment percent-encoded (``.`` and ``..``
+    too, so the server sees, and refuses, what the caller asked for)."""
+    return f"/runs/{seg(run_id)}/artifacts/" + "/".join(seg(s) for s in path.split("/"))
 
 
 def _local_files(root: Path) -> list[tuple[Path, str]]:
@@ -45,16 +35,34 @@ class ArtifactsAPI(BaseClient):
     def log_artifact(
         self, run_id: str, local_path: str | os.PathLike[str], artifact_path: str | None = None
     ) -> list[ArtifactFile]:
-        """Uploads a file, or every file under a directory, to the run.
+        """Uploads a file, or a directory with everything under it, to the run.
 
         ``artifact_path`` is the destination *directory* in the run (root if None), as in
         MLflow: file ``model.pt`` goes to ``model.pt``, or ``checkpoints/model.pt`` with
-        ``artifact_path="checkpoints"``; a directory's contents go under ``artifact_path``
-        keeping their relative paths. Each file is streamed (constant memory) and verified by
-        sha256 on the server. Returns what was stored.
+        ``artifact_path="checkpoints"``. A directory keeps its own name, as in MLflow:
+        ``log_artifact("checkpoints")`` stores ``checkpoints/best_model.pt``, and with
+        ``artifact_path="runs"`` it stores ``runs/checkpoints/best_model.pt``. To upload a
+        directory's *contents* without its name, use ``log_artifacts``. Each file is streamed
+        (constant memory) and verified by sha256 on the server. Returns what was stored.
         """
         local = Path(local_path)
         dest_dir = validate_artifact_path(artifact_path or "", directory=True)
+        if local.is_dir():
+            # ``Path("export/").name`` is "export", but ``Path(".").name`` is empty: resolve first.
+            dest_dir = join(dest_dir, local.resolve().name)
+        return self._upload(run_id, local, dest_dir)
+
+    def log_artifacts(
+        self, run_id: str, local_dir: str | os.PathLike[str], artifact_path: str | None = None
+    ) -> list[ArtifactFile]:
+        """Uploads the *contents* of a directory under ``artifact_path`` (root if None),
+        keeping their relative paths, as MLflow's ``log_artifacts`` does:
+        ``log_artifacts("export")`` stores ``export/a.bin`` as ``a.bin``."""
+        dest_dir = validate_artifact_path(artifact_path or "", directory=True)
+        return self._upload(run_id, Path(local_dir), dest_dir)
+
+    def _upload(self, run_id: str, local: Path, dest_dir: str) -> list[ArtifactFile]:
+        """Uploads file ``local`` into ``dest_dir``, or directory ``local``'s files under it."""
         if local.is_file():
             files = [(local, join(dest_dir, local.name))]
         elif local.is_dir():
@@ -80,12 +88,6 @@ class ArtifactsAPI(BaseClient):
                     overall(f.stat().st_size)
         return stored
 
-    def log_artifacts(
-        self, run_id: str, local_dir: str | os.PathLike[str], artifact_path: str | None = None
-    ) -> list[ArtifactFile]:
-        """MLflow's name for logging a directory's contents; same as ``log_artifact``."""
-        return self.log_artifact(run_id, local_dir, artifact_path)
-
     def list_artifacts(
         self, run_id: str, path: str | None = None, *, recursive: bool = False
     ) -> list[ArtifactEntry]:
@@ -94,7 +96,7 @@ class ArtifactsAPI(BaseClient):
         params = {"path": path or "", "recursive": str(recursive).lower(), "limit": 1000}
         return [
             ArtifactEntry.model_validate(item)
-            for item in self._paginate(f"/runs/{quote(run_id, safe='')}/artifacts", "items", params)
+            for item in self._paginate(f"/runs/{seg(run_id)}/artifacts", "items", params)
         ]
 
     def download_artifacts(

@@ -2,33 +2,18 @@
 
 from __future__ import annotations
 
-import re
 import time
 from collections.abc import Mapping
 from typing import Any
-from urllib.parse import quote
 
-from podstack.client.base import BaseClient
-from podstack.errors import PodstackError, ServiceUnavailable
+from podstack.client.base import BaseClient, seg
+from podstack.errors import DeploymentFailed, ServiceUnavailable
 from podstack.schemas import deployments as sch
+from podstack.schemas.deployments import default_endpoint_name
 
-
-class DeploymentFailed(PodstackError):
-    """A deployment (or an update of one) could not be brought up; ``details`` has the reason
-    and, for a failed update, the version that is still serving."""
-
-    code = "DEPLOYMENT_FAILED"
-    status = 0
-
-
-def _seg(name: str) -> str:
-    return quote(name, safe="")
-
-
-def default_endpoint_name(model_name: str) -> str:
-    slug = re.sub(r"[^a-z0-9-]+", "-", model_name.lower()).strip("-")
-    slug = re.sub(r"^[^a-z]+", "", slug)[:45].rstrip("-")
-    return slug or "model"
+# DeploymentFailed and default_endpoint_name live in podstack.errors and podstack.schemas;
+# they stay importable from here, where they used to be defined.
+__all__ = ["DeploymentFailed", "DeploymentsAPI", "default_endpoint_name"]
 
 
 def _to_tensor(name: str, value: Any, datatype: str | None) -> dict[str, Any]:
@@ -81,6 +66,7 @@ class DeploymentsAPI(BaseClient):
         alias: str | None = None,
         target: str | None = None,
         *,
+        production: bool = False,
         wait: bool = True,
         timeout: float = 300.0,
     ) -> sch.Deployment:
@@ -88,7 +74,12 @@ class DeploymentsAPI(BaseClient):
         endpoint rolls to the new version) behind ``endpoint_name`` on ``target`` (the default
         target, usually ``local``). With ``wait`` it returns once the endpoint serves, or
         raises ``DeploymentFailed`` with the reason. ``deployment.endpoint_url`` is the Open
-        Inference Protocol base URL; ``client.predict(endpoint_name, inputs)`` calls it."""
+        Inference Protocol base URL; ``client.predict(endpoint_name, inputs)`` calls it.
+
+        ``production=True`` marks the endpoint as serving production traffic: it serves only
+        versions in Production or approved for it. Deploying another version raises
+        :class:`podstack.errors.ApprovalPending` (``exc.request_id``; nothing was deployed) and
+        the deployment is made once the request is approved."""
         body = {
             "model_name": model_name,
             "version": version,
@@ -99,6 +90,8 @@ class DeploymentsAPI(BaseClient):
             "max_replicas": max_replicas,
             "target": target,
         }
+        if production:
+            body["production"] = True
         dep = sch.Deployment.model_validate(self._request("POST", "/deployments", json=body))
         return self.wait_for_deployment(dep.endpoint_name, timeout) if wait else dep
 
@@ -111,12 +104,17 @@ class DeploymentsAPI(BaseClient):
         min_replicas: int | None = None,
         max_replicas: int | None = None,
         *,
+        production: bool | None = None,
         wait: bool = True,
         timeout: float = 300.0,
     ) -> sch.Deployment:
         """Serves another version (pinned) or follows another alias, or changes scaling/GPU.
         The new server is ready before the old one stops; if it fails, the old one keeps
-        serving and ``DeploymentFailed`` says why."""
+        serving and ``DeploymentFailed`` says why.
+
+        ``production`` marks (True) or unmarks (False, admins only) a production endpoint. On
+        a production endpoint, a version neither in Production nor approved for it raises
+        :class:`podstack.errors.ApprovalPending` (nothing changed until it is approved)."""
         body: dict[str, Any] = {}
         if version is not None:
             body["version"] = version
@@ -128,8 +126,10 @@ class DeploymentsAPI(BaseClient):
             body["min_replicas"] = min_replicas
         if max_replicas is not None:
             body["max_replicas"] = max_replicas
+        if production is not None:
+            body["production"] = production
         dep = sch.Deployment.model_validate(
-            self._request("PATCH", f"/deployments/{_seg(endpoint_name)}", json=body)
+            self._request("PATCH", f"/deployments/{seg(endpoint_name)}", json=body)
         )
         return self.wait_for_deployment(endpoint_name, timeout) if wait else dep
 
@@ -138,29 +138,29 @@ class DeploymentsAPI(BaseClient):
     ) -> sch.Deployment:
         """Back to the previously served version (pins the deployment to it)."""
         dep = sch.Deployment.model_validate(
-            self._request("POST", f"/deployments/{_seg(endpoint_name)}/rollback")
+            self._request("POST", f"/deployments/{seg(endpoint_name)}/rollback")
         )
         return self.wait_for_deployment(endpoint_name, timeout) if wait else dep
 
     def stop_deployment(self, endpoint_name: str) -> sch.Deployment:
         return sch.Deployment.model_validate(
-            self._request("POST", f"/deployments/{_seg(endpoint_name)}/stop")
+            self._request("POST", f"/deployments/{seg(endpoint_name)}/stop")
         )
 
     def start_deployment(
         self, endpoint_name: str, *, wait: bool = True, timeout: float = 300.0
     ) -> sch.Deployment:
         dep = sch.Deployment.model_validate(
-            self._request("POST", f"/deployments/{_seg(endpoint_name)}/start")
+            self._request("POST", f"/deployments/{seg(endpoint_name)}/start")
         )
         return self.wait_for_deployment(endpoint_name, timeout) if wait else dep
 
     def delete_deployment(self, endpoint_name: str) -> None:
-        self._request("DELETE", f"/deployments/{_seg(endpoint_name)}")
+        self._request("DELETE", f"/deployments/{seg(endpoint_name)}")
 
     def get_deployment(self, endpoint_name: str) -> sch.Deployment:
         return sch.Deployment.model_validate(
-            self._request("GET", f"/deployments/{_seg(endpoint_name)}")
+            self._request("GET", f"/deployments/{seg(endpoint_name)}")
         )
 
     def list_deployments(
@@ -182,11 +182,10 @@ class DeploymentsAPI(BaseClient):
         while True:
             dep = self.get_deployment(endpoint_name)
             if sch.is_settled(dep):
+                # Every action clears a failed rollout's record, so one seen once settled is
+                # this action's (what is wanted went back to what still serves).
                 if dep.status == "failed" or (
-                    dep.rollout is not None
-                    and dep.rollout.status == "failed"
-                    and dep.rollout.to_version == dep.target_version
-                    and dep.version != dep.target_version
+                    dep.rollout is not None and dep.rollout.status == "failed"
                 ):
                     reason = (dep.rollout.reason if dep.rollout else None) or dep.status_reason
                     raise DeploymentFailed(
@@ -232,7 +231,7 @@ class DeploymentsAPI(BaseClient):
                 ]
             }
         return sch.InferResponse.model_validate(
-            self._request("POST", f"/deployments/{_seg(endpoint_name)}/predict", json=body)
+            self._request("POST", f"/deployments/{seg(endpoint_name)}/predict", json=body)
         )
 
     # ------------------------------------------------------------ targets (admin)
@@ -249,8 +248,8 @@ class DeploymentsAPI(BaseClient):
         """Admins: create or replace a target (``local`` or ``kubernetes``)."""
         body = {"kind": kind, "config": dict(config or {}), "is_default": is_default}
         return sch.Target.model_validate(
-            self._request("PUT", f"/deployment-targets/{_seg(name)}", json=body)
+            self._request("PUT", f"/deployment-targets/{seg(name)}", json=body)
         )
 
     def delete_deployment_target(self, name: str) -> None:
-        self._request("DELETE", f"/deployment-targets/{_seg(name)}")
+        self._request("DELETE", f"/deployment-targets/{seg(name)}")

@@ -74,14 +74,21 @@ class JsonHttp:
         )
 
     def request(
-        self, method: str, path: str, json: Any = None, params: dict[str, Any] | None = None
-    ) -> tuple[int, bytes]:
-        """(status, body) of ``method base_url+path``; raises ``TransportProblem``."""
+        self,
+        method: str,
+        path: str,
+        json: Any = None,
+        params: dict[str, Any] | None = None,
+        extra_headers: dict[str, str] | None = None,
+    ) -> tuple[int, Any, bytes]:
+        """(status, headers, body) of ``method base_url+path``; raises ``TransportProblem``.
+        One attempt: retries are the caller's (client/base.py), with the same policy for
+        both transports."""
         url = self.base_url + path
         query = encode_query(params)
         if query:
             url += "?" + query
-        headers = self._headers
+        headers = {**self._headers, **extra_headers} if extra_headers else self._headers
         body = None
         if json is not None:
             # httpx's own JSON encoding (compact, UTF-8, NaN refused).
@@ -92,7 +99,7 @@ class JsonHttp:
         resp = self._pool.request(
             method, url, body=body, headers=headers, redirect=False, preload_content=True
         )
-        return resp.status, resp.data
+        return resp.status, resp.headers, resp.data
 
     def close(self) -> None:
         self._pool.clear()

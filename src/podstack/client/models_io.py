@@ -29,7 +29,7 @@ from podstack.serving import formats as fmt
 from podstack.serving.formats import Signature, TensorSpec
 
 if TYPE_CHECKING:
-    from podstack.client.client import MLOpsClient
+    from podstack.client.artifacts import ArtifactsAPI
 
 
 @dataclass
@@ -291,7 +291,7 @@ def _sklearn_to_onnx(
 
 
 def log_model(
-    client: MLOpsClient,
+    client: ArtifactsAPI,
     run_id: str,
     model: Any,
     artifact_path: str,
@@ -309,7 +309,7 @@ def log_model(
             input_example=input_example,
             format=format,
         )
-        stored = client.log_artifact(run_id, root, artifact_path)
+        stored = client.log_artifacts(run_id, root, artifact_path)
     return ModelInfo(
         run_id=run_id,
         artifact_path=artifact_path,

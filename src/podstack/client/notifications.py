@@ -4,14 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from typing import Any
-from urllib.parse import quote
 
-from podstack.client.base import BaseClient
+from podstack.client.base import BaseClient, seg
 from podstack.schemas import notifications as sch
-
-
-def _seg(value: str) -> str:
-    return quote(str(value), safe="")
 
 
 class NotificationsAPI(BaseClient):
@@ -66,7 +61,7 @@ class NotificationsAPI(BaseClient):
         return [sch.Webhook.model_validate(w) for w in self._request("GET", "/webhooks")["items"]]
 
     def get_webhook(self, webhook_id: str) -> sch.Webhook:
-        return sch.Webhook.model_validate(self._request("GET", f"/webhooks/{_seg(webhook_id)}"))
+        return sch.Webhook.model_validate(self._request("GET", f"/webhooks/{seg(webhook_id)}"))
 
     def update_webhook(
         self,
@@ -91,17 +86,17 @@ class NotificationsAPI(BaseClient):
         if enabled is not None:
             body["enabled"] = enabled
         return sch.Webhook.model_validate(
-            self._request("PATCH", f"/webhooks/{_seg(webhook_id)}", json=body)
+            self._request("PATCH", f"/webhooks/{seg(webhook_id)}", json=body)
         )
 
     def delete_webhook(self, webhook_id: str) -> None:
-        self._request("DELETE", f"/webhooks/{_seg(webhook_id)}")
+        self._request("DELETE", f"/webhooks/{seg(webhook_id)}")
 
     def test_webhook(self, webhook_id: str) -> sch.WebhookDelivery:
         """Sends a signed ``webhook.test`` delivery now; the result holds the attempt (status
         code, response excerpt or error)."""
         return sch.WebhookDelivery.model_validate(
-            self._request("POST", f"/webhooks/{_seg(webhook_id)}/test")
+            self._request("POST", f"/webhooks/{seg(webhook_id)}/test")
         )
 
     def list_webhook_deliveries(
@@ -112,7 +107,7 @@ class NotificationsAPI(BaseClient):
             "status": status,
             "limit": min(max_results, 1000) if max_results else None,
         }
-        path = f"/webhooks/{_seg(webhook_id)}/deliveries"
+        path = f"/webhooks/{seg(webhook_id)}/deliveries"
         return [
             sch.WebhookDelivery.model_validate(d)
             for d in self._paginate(path, "items", params, max_items=max_results)
@@ -120,13 +115,13 @@ class NotificationsAPI(BaseClient):
 
     def get_webhook_delivery(self, delivery_id: str) -> sch.WebhookDelivery:
         return sch.WebhookDelivery.model_validate(
-            self._request("GET", f"/webhook-deliveries/{_seg(delivery_id)}")
+            self._request("GET", f"/webhook-deliveries/{seg(delivery_id)}")
         )
 
     def redeliver_webhook_delivery(self, delivery_id: str) -> sch.WebhookDelivery:
         """Queues a delivered or failed delivery again (same id and body)."""
         return sch.WebhookDelivery.model_validate(
-            self._request("POST", f"/webhook-deliveries/{_seg(delivery_id)}/redeliver")
+            self._request("POST", f"/webhook-deliveries/{seg(delivery_id)}/redeliver")
         )
 
     def list_email_deliveries(

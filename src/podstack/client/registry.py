@@ -14,29 +14,18 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
 
-from podstack.client.base import BaseClient
-from podstack.client.tracking import PagedList
+from podstack.client.base import BaseClient, PagedList, seg, wire_float
 from podstack.client.transfer import PROGRESS_THRESHOLD, TransferProgress, download_to
 from podstack.errors import NotFound
 from podstack.schemas import registry as sch
-from podstack.server.artifacts.paths import safe_join, validate_artifact_path
+from podstack.schemas.artifact_paths import safe_join, validate_artifact_path
 
 VersionRef = int | str | sch.ModelVersion | None
 
 
-def _seg(value: Any) -> str:
-    """One URL path segment. ``.``/``..`` are encoded so httpx does not resolve them away
-    and the server sees (and refuses) what the caller asked for."""
-    text = str(value)
-    if text in (".", ".."):
-        return text.replace(".", "%2E")
-    return quote(text, safe="")
-
-
 def _model_path(name: str) -> str:
-    return f"/registered-models/{_seg(name)}"
+    return f"/registered-models/{seg(name)}"
 
 
 def _when(at: datetime | str | None) -> str | None:
@@ -87,7 +76,7 @@ class RegistryAPI(BaseClient):
 
     def _version_path(self, model_name: str, version: VersionRef) -> str:
         name, number = self._ref(model_name, version)
-        return f"{_model_path(name)}/versions/{_seg(number)}"
+        return f"{_model_path(name)}/versions/{seg(number)}"
 
     # ------------------------------------------------------------ registered models
 
@@ -267,7 +256,7 @@ class RegistryAPI(BaseClient):
         self, model_name: str, stage: str, at: datetime | str | None = None
     ) -> sch.ModelVersion:
         """The version in ``stage`` (the one moved there last), now or at date ``at``."""
-        path = f"{_model_path(model_name)}/stages/{_seg(stage)}"
+        path = f"{_model_path(model_name)}/stages/{seg(stage)}"
         return sch.ModelVersion.model_validate(self._request("GET", path, params={"at": _when(at)}))
 
     def set_model_version_tag(
@@ -277,16 +266,14 @@ class RegistryAPI(BaseClient):
         self._request("POST", self._version_path(model_name, version) + "/tags", json=body)
 
     def delete_model_version_tag(self, model_name: str, version: VersionRef, key: str) -> None:
-        path = self._version_path(model_name, version) + "/tags/" + quote(key, safe="")
+        path = self._version_path(model_name, version) + "/tags/" + seg(key)
         self._request("DELETE", path)
 
     def log_model_version_metrics(
         self, model_name: str, version: VersionRef, metrics: Mapping[str, float]
     ) -> sch.ModelVersion:
         """Validation metrics of the version itself (a key logged again is replaced)."""
-        from podstack.client.tracking import _wire_float
-
-        body = {"metrics": {k: _wire_float(v) for k, v in metrics.items()}}
+        body = {"metrics": {k: wire_float(v) for k, v in metrics.items()}}
         return sch.ModelVersion.model_validate(
             self._request("POST", self._version_path(model_name, version) + "/metrics", json=body)
         )
@@ -323,7 +310,7 @@ class RegistryAPI(BaseClient):
                 else None
             )
             for f, target in targets:
-                api = base + "/files/" + "/".join(_seg(p) for p in f.path.split("/"))
+                api = base + "/files/" + "/".join(seg(p) for p in f.path.split("/"))
                 download_to(self, api, target, expected_sha256=f.sha256, size=f.size, progress=bars)
                 if overall is not None:
                     overall(f.size)
@@ -336,13 +323,13 @@ class RegistryAPI(BaseClient):
         return sch.ModelAlias.model_validate(
             self._request(
                 "PUT",
-                f"{_model_path(model_name)}/aliases/{_seg(alias)}",
+                f"{_model_path(model_name)}/aliases/{seg(alias)}",
                 json={"version": version},
             )
         )
 
     def delete_model_alias(self, model_name: str, alias: str) -> None:
-        self._request("DELETE", f"{_model_path(model_name)}/aliases/{_seg(alias)}")
+        self._request("DELETE", f"{_model_path(model_name)}/aliases/{seg(alias)}")
 
     def list_model_aliases(self, model_name: str) -> list[sch.ModelAlias]:
         rows = self._request("GET", f"{_model_path(model_name)}/aliases")
@@ -363,7 +350,7 @@ class RegistryAPI(BaseClient):
         return sch.ModelVersion.model_validate(
             self._request(
                 "GET",
-                f"{_model_path(model_name)}/aliases/{_seg(alias)}",
+                f"{_model_path(model_name)}/aliases/{seg(alias)}",
                 params={"at": _when(at), "detail": "true" if detail else None},
             )
         )
@@ -371,7 +358,7 @@ class RegistryAPI(BaseClient):
     def rollback_model_alias(self, model_name: str, alias: str) -> sch.ModelAlias:
         """Moves ``alias`` back to the version it pointed at before (repeatable)."""
         return sch.ModelAlias.model_validate(
-            self._request("POST", f"{_model_path(model_name)}/aliases/{_seg(alias)}/rollback")
+            self._request("POST", f"{_model_path(model_name)}/aliases/{seg(alias)}/rollback")
         )
 
     # ------------------------------------------------------------ compare and lineage

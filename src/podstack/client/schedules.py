@@ -4,17 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from typing import Any
-from urllib.parse import quote
 
-from podstack.client.base import BaseClient
+from podstack.client.base import BaseClient, seg
 from podstack.schemas import schedules as sch
 
 # Distinguishes "leave unchanged" from "clear" (None) in update_schedule.
 _UNSET: Any = object()
-
-
-def _ref(schedule: str) -> str:
-    return quote(schedule, safe="")
 
 
 def _executor(
@@ -92,7 +87,7 @@ class SchedulesAPI(BaseClient):
 
     def get_schedule(self, schedule: str) -> sch.Schedule:
         """By name or id (deleted schedules stay reachable by id, with their history)."""
-        return sch.Schedule.model_validate(self._request("GET", f"/schedules/{_ref(schedule)}"))
+        return sch.Schedule.model_validate(self._request("GET", f"/schedules/{seg(schedule)}"))
 
     def update_schedule(
         self,
@@ -132,28 +127,28 @@ class SchedulesAPI(BaseClient):
         if timeout_seconds is not _UNSET:
             body["timeout_seconds"] = timeout_seconds
         return sch.Schedule.model_validate(
-            self._request("PATCH", f"/schedules/{_ref(schedule)}", json=body)
+            self._request("PATCH", f"/schedules/{seg(schedule)}", json=body)
         )
 
     def pause_schedule(self, schedule: str) -> sch.Schedule:
         return sch.Schedule.model_validate(
-            self._request("POST", f"/schedules/{_ref(schedule)}/pause")
+            self._request("POST", f"/schedules/{seg(schedule)}/pause")
         )
 
     def resume_schedule(self, schedule: str) -> sch.Schedule:
         """Resumes from now on: ticks missed while paused are not run."""
         return sch.Schedule.model_validate(
-            self._request("POST", f"/schedules/{_ref(schedule)}/resume")
+            self._request("POST", f"/schedules/{seg(schedule)}/resume")
         )
 
     def delete_schedule(self, schedule: str) -> None:
         """Stops and removes the schedule; its execution history and runs are kept."""
-        self._request("DELETE", f"/schedules/{_ref(schedule)}")
+        self._request("DELETE", f"/schedules/{seg(schedule)}")
 
     def trigger_schedule(self, schedule: str) -> sch.Execution:
         """Run now (also while paused). Returns the queued execution."""
         return sch.Execution.model_validate(
-            self._request("POST", f"/schedules/{_ref(schedule)}/trigger")
+            self._request("POST", f"/schedules/{seg(schedule)}/trigger")
         )
 
     def list_schedule_executions(
@@ -164,20 +159,20 @@ class SchedulesAPI(BaseClient):
         return [
             sch.Execution.model_validate(e)
             for e in self._paginate(
-                f"/schedules/{_ref(schedule)}/executions", "items", params, max_results
+                f"/schedules/{seg(schedule)}/executions", "items", params, max_results
             )
         ]
 
     def get_schedule_execution(self, execution_id: str) -> sch.Execution:
         return sch.Execution.model_validate(
-            self._request("GET", f"/schedule-executions/{_ref(execution_id)}")
+            self._request("GET", f"/schedule-executions/{seg(execution_id)}")
         )
 
     def cancel_execution(self, execution_id: str) -> sch.Execution:
         """Queued: cancelled at once. Running: its process group is killed (local), its Job
         deleted (Kubernetes) or its token revoked (webhook) within a scheduler tick."""
         return sch.Execution.model_validate(
-            self._request("POST", f"/schedule-executions/{_ref(execution_id)}/cancel")
+            self._request("POST", f"/schedule-executions/{seg(execution_id)}/cancel")
         )
 
     def describe_cron(self, cron: str, timezone: str = "UTC", count: int = 5) -> sch.CronPreview:

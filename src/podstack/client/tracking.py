@@ -2,40 +2,52 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from datetime import datetime
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
-from podstack.client.base import BaseClient
+from podstack.client.base import BaseClient, PagedList, seg, wire_float
 from podstack.schemas import tracking as sch
-
-if TYPE_CHECKING:
-    from podstack.client.client import MLOpsClient
+from podstack.schemas.artifacts import ArtifactFile
 
 
-class PagedList(list):  # type: ignore[type-arg]
-    """A page of results; ``next_page_token`` fetches the following page."""
+class RunClient(Protocol):
+    """What an ``ActiveRun`` calls on its client. ``MLOpsClient`` is one; a protocol, so this
+    mixin needs no import of the client that is composed from it (no import circle)."""
 
-    next_page_token: str | None = None
-
-
-def _wire_float(v: float) -> float | str:
-    # JSON has no NaN/Infinity; the server accepts these spellings and returns them back.
-    v = float(v)
-    if math.isnan(v):
-        return "NaN"
-    if math.isinf(v):
-        return "Infinity" if v > 0 else "-Infinity"
-    return v
+    def get_run(self, run_id: str) -> sch.Run: ...
+    def end_run(self, run_id: str, status: str = "FINISHED") -> sch.Run: ...
+    def log_params(self, run_id: str, params: Mapping[str, Any]) -> None: ...
+    def log_metrics(
+        self,
+        run_id: str,
+        metrics: Mapping[str, float],
+        step: int | None = None,
+        timestamp: datetime | None = None,
+    ) -> None: ...
+    def set_run_tags(self, run_id: str, tags: Mapping[str, Any]) -> None: ...
+    def log_dataset(
+        self,
+        run_id: str,
+        name: str,
+        source_uri: str | None = None,
+        digest: str | None = None,
+        context: str | None = None,
+    ) -> sch.Dataset: ...
+    def log_artifact(
+        self, run_id: str, local_path: str, artifact_path: str | None = None
+    ) -> list[ArtifactFile]: ...
+    def log_artifacts(
+        self, run_id: str, local_dir: str, artifact_path: str | None = None
+    ) -> list[ArtifactFile]: ...
 
 
 class ActiveRun:
     """A run in progress. As a context manager it ends FINISHED on normal exit, FAILED on an
     exception (which propagates) and KILLED on Ctrl-C."""
 
-    def __init__(self, client: MLOpsClient, run: sch.Run) -> None:
+    def __init__(self, client: RunClient, run: sch.Run) -> None:
         self._client = client
         self._run = run
         self.id: str = run.id
@@ -62,10 +74,12 @@ class ActiveRun:
         self._client.log_metrics(self.id, {key: value}, step=step)
 
     def log_artifact(self, local_path: str, artifact_path: str | None = None) -> Any:
+        """A file, or a directory under its own name (``checkpoints/…``), as in MLflow."""
         return self._client.log_artifact(self.id, local_path, artifact_path)
 
     def log_artifacts(self, local_dir: str, artifact_path: str | None = None) -> Any:
-        return self._client.log_artifact(self.id, local_dir, artifact_path)
+        """A directory's contents, without the directory's name, as in MLflow."""
+        return self._client.log_artifacts(self.id, local_dir, artifact_path)
 
     def log_model(
         self,
@@ -145,7 +159,9 @@ class TrackingAPI(BaseClient):
 
     def get_experiment(self, experiment_id: str) -> sch.Experiment:
         """By id or by name."""
-        return sch.Experiment.model_validate(self._request("GET", f"/experiments/{experiment_id}"))
+        return sch.Experiment.model_validate(
+            self._request("GET", f"/experiments/{seg(experiment_id)}")
+        )
 
     def list_experiments(
         self,
@@ -176,14 +192,14 @@ class TrackingAPI(BaseClient):
         }
         body = {k: v for k, v in body.items() if v is not None}
         return sch.Experiment.model_validate(
-            self._request("PATCH", f"/experiments/{experiment_id}", json=body)
+            self._request("PATCH", f"/experiments/{seg(experiment_id)}", json=body)
         )
 
     def archive_experiment(self, experiment_id: str) -> sch.Experiment:
         return self.update_experiment(experiment_id, archived=True)
 
     def delete_experiment(self, experiment_id: str) -> None:
-        self._request("DELETE", f"/experiments/{experiment_id}")
+        self._request("DELETE", f"/experiments/{seg(experiment_id)}")
 
     # ------------------------------------------------------------ runs
     def create_run(
@@ -204,24 +220,24 @@ class TrackingAPI(BaseClient):
         return ActiveRun(self, self.create_run(experiment_id, run_name, tags))  # type: ignore[arg-type]
 
     def get_run(self, run_id: str) -> sch.Run:
-        return sch.Run.model_validate(self._request("GET", f"/runs/{run_id}"))
+        return sch.Run.model_validate(self._request("GET", f"/runs/{seg(run_id)}"))
 
     def end_run(self, run_id: str, status: str = "FINISHED") -> sch.Run:
         return sch.Run.model_validate(
-            self._request("PATCH", f"/runs/{run_id}", json={"status": status.upper()})
+            self._request("PATCH", f"/runs/{seg(run_id)}", json={"status": status.upper()})
         )
 
     def update_run(
         self, run_id: str, *, name: str | None = None, notes: str | None = None
     ) -> sch.Run:
         body = {k: v for k, v in {"name": name, "notes": notes}.items() if v is not None}
-        return sch.Run.model_validate(self._request("PATCH", f"/runs/{run_id}", json=body))
+        return sch.Run.model_validate(self._request("PATCH", f"/runs/{seg(run_id)}", json=body))
 
     def delete_run(self, run_id: str) -> None:
-        self._request("DELETE", f"/runs/{run_id}")
+        self._request("DELETE", f"/runs/{seg(run_id)}")
 
     def log_params(self, run_id: str, params: Mapping[str, Any]) -> None:
-        self._request("POST", f"/runs/{run_id}/params", json={"params": dict(params)})
+        self._request("POST", f"/runs/{seg(run_id)}/params", json={"params": dict(params)})
 
     def log_metrics(
         self,
@@ -232,39 +248,39 @@ class TrackingAPI(BaseClient):
     ) -> None:
         """All points in one request and one bulk insert."""
         body: dict[str, Any] = {
-            "metrics": {k: _wire_float(v) for k, v in metrics.items()},
+            "metrics": {k: wire_float(v) for k, v in metrics.items()},
             "step": step,
         }
         if timestamp is not None:
             body["timestamp"] = timestamp.isoformat()
-        self._request("POST", f"/runs/{run_id}/metrics", json=body)
+        self._request("POST", f"/runs/{seg(run_id)}/metrics", json=body)
 
     def log_metric_points(self, run_id: str, points: list[Mapping[str, Any]]) -> None:
         """Many (key, value, step[, timestamp]) points at once, e.g. a whole history."""
         wire = []
         for p in points:
             q = dict(p)
-            q["value"] = _wire_float(q["value"])
+            q["value"] = wire_float(q["value"])
             if isinstance(q.get("timestamp"), datetime):
                 q["timestamp"] = q["timestamp"].isoformat()
             wire.append(q)
-        self._request("POST", f"/runs/{run_id}/metrics", json={"points": wire})
+        self._request("POST", f"/runs/{seg(run_id)}/metrics", json={"points": wire})
 
     def get_metric_history(self, run_id: str, key: str) -> list[sch.MetricPoint]:
         return [
             sch.MetricPoint.model_validate(p)
             for p in self._paginate(
-                f"/runs/{run_id}/metrics/{key}/history", "items", {"limit": 100_000}
+                f"/runs/{seg(run_id)}/metrics/{seg(key)}/history", "items", {"limit": 100_000}
             )
         ]
 
     def set_run_tags(self, run_id: str, tags: Mapping[str, Any]) -> None:
         self._request(
-            "POST", f"/runs/{run_id}/tags", json={"tags": {k: str(v) for k, v in tags.items()}}
+            "POST", f"/runs/{seg(run_id)}/tags", json={"tags": {k: str(v) for k, v in tags.items()}}
         )
 
     def delete_run_tag(self, run_id: str, key: str) -> None:
-        self._request("DELETE", f"/runs/{run_id}/tags/{key}")
+        self._request("DELETE", f"/runs/{seg(run_id)}/tags/{seg(key)}")
 
     def log_dataset(
         self,
@@ -276,7 +292,7 @@ class TrackingAPI(BaseClient):
     ) -> sch.Dataset:
         body = {"name": name, "source_uri": source_uri, "digest": digest, "context": context}
         return sch.Dataset.model_validate(
-            self._request("POST", f"/runs/{run_id}/datasets", json=body)
+            self._request("POST", f"/runs/{seg(run_id)}/datasets", json=body)
         )
 
     def search_runs(

@@ -3,7 +3,11 @@
 - Uploads stream a file from disk in fixed-size chunks (constant memory) with its sha256 in
   ``X-Content-SHA256``: the file is hashed in a first pass, then sent, and the server refuses
   the bytes if they hash differently (end-to-end check; also catches a file edited mid-upload).
-- Downloads stream to ``<name>.part`` beside the target while hashing, verify size and sha256,
+- Uploads are retried (the whole file again) after a dropped connection or a 502/503/504,
+  with the client's ``Idempotency-Key``, so an upload the server already recorded is not
+  recorded twice.
+- Downloads stream to ``<name>.part`` beside the target while hashing, resume after a dropped
+  connection with a ``Range`` request from the bytes already written, verify size and sha256,
   fsync, then rename atomically: an interrupted or corrupted download never leaves a file
   under its real name. A file already present with the expected digest is not downloaded
   again.
@@ -16,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import TracebackType
@@ -23,7 +28,7 @@ from typing import Any
 
 import httpx
 
-from podstack.client.base import BaseClient, progress_enabled
+from podstack.client.base import BaseClient, RetryPolicy, progress_enabled
 from podstack.errors import IntegrityError, PodstackError, TransportError
 
 CHUNK = 1024 * 1024
@@ -167,8 +172,9 @@ def upload_file(
             "X-Content-SHA256": sha256,
             "Content-Type": "application/octet-stream",
         }
+        # A callable: each attempt of a retried upload sends the file again from its start.
         return client._request(
-            method, api_path, content=body(), headers=headers, timeout=UPLOAD_TIMEOUT
+            method, api_path, content=body, headers=headers, timeout=UPLOAD_TIMEOUT
         )
 
 
@@ -223,28 +229,52 @@ def _stream_to(
     size: int | None,
     bars: TransferProgress,
 ) -> None:
-    with client._stream("GET", api_path) as resp:
-        served = resp.headers.get("x-content-sha256")
-        if expected_sha256 and served and served.lower() != expected_sha256.lower():
-            raise IntegrityError(
-                f"{api_path} changed since it was listed (expected sha256 {expected_sha256}, "
-                f"the server now has {served}). List it again and retry.",
-                {"expected": expected_sha256, "actual": served},
-            )
-        expected = (expected_sha256 or served or "").lower() or None
-        length = resp.headers.get("content-length")
-        if size is None and length is not None:
-            size = int(length)
-        advance = bars.task(f"Downloading {dest.name}", size or 0)
-        h = hashlib.sha256()
-        received = 0
-        with open(part, "wb") as fh:
+    """Streams into ``part``; a connection cut mid-body is resumed with a ``Range`` request
+    from the bytes already written (a server that ignores the range sends the whole file
+    again, and the part file starts over), within the client's retry time bound. The sha256
+    is computed over every byte written, so resuming changes nothing in the check."""
+    policy = RetryPolicy(client.retry_seconds, "GET", api_path)
+    h = hashlib.sha256()
+    received = 0
+    expected: str | None = None
+    advance: Advance | None = None
+    stalled = 0
+    with open(part, "wb") as fh:
+        while True:
+            at_cut = received
+            headers = {"Range": f"bytes={received}-"} if received else {}
             try:
-                for chunk in resp.iter_bytes():
-                    h.update(chunk)
-                    fh.write(chunk)
-                    received += len(chunk)
-                    advance(len(chunk))
+                with client._stream("GET", api_path, headers=headers) as resp:
+                    served = resp.headers.get("x-content-sha256")
+                    if expected_sha256 and served and served.lower() != expected_sha256.lower():
+                        raise IntegrityError(
+                            f"{api_path} changed since it was listed (expected sha256 "
+                            f"{expected_sha256}, the server now has {served}). List it again "
+                            "and retry.",
+                            {"expected": expected_sha256, "actual": served},
+                        )
+                    restart = resp.status_code != 206 or (
+                        expected is not None and served is not None and served.lower() != expected
+                    )
+                    if received and restart:
+                        # The range was not honoured (or the content changed): start over.
+                        fh.seek(0)
+                        fh.truncate()
+                        h = hashlib.sha256()
+                        received = at_cut = 0
+                    if expected is None or restart:
+                        expected = (expected_sha256 or served or "").lower() or None
+                    length = resp.headers.get("content-length")
+                    if size is None and length is not None and resp.status_code == 200:
+                        size = int(length)
+                    if advance is None:
+                        advance = bars.task(f"Downloading {dest.name}", size or 0)
+                    for chunk in resp.iter_bytes():
+                        h.update(chunk)
+                        fh.write(chunk)
+                        received += len(chunk)
+                        advance(len(chunk))
+                break
             except PodstackError:
                 raise
             except Exception as exc:
@@ -256,15 +286,23 @@ def _stream_to(
                     raise cause from exc
                 if not isinstance(exc, httpx.HTTPError):
                     raise
-                raise TransportError(
-                    f"Download of {api_path} was cut short after {received} of "
-                    f"{size if size is not None else '?'} bytes ({exc}). The connection "
-                    "dropped or the server found its stored copy damaged (see the server "
-                    f"log). Nothing was written to {dest}.",
-                    {"received": received, "expected_size": size},
-                ) from exc
-            fh.flush()
-            os.fsync(fh.fileno())
+                # A cut that repeats where the last one was (a damaged stored copy) is not
+                # worth resuming for the whole time bound.
+                stalled = stalled + 1 if received == at_cut else 0
+                delay = None
+                if stalled < 3:
+                    delay = policy.next_delay(f"download cut after {received} bytes: {exc}")
+                if delay is None:
+                    raise TransportError(
+                        f"Download of {api_path} was cut short after {received} of "
+                        f"{size if size is not None else '?'} bytes ({exc}). The connection "
+                        "dropped or the server found its stored copy damaged (see the server "
+                        f"log). Nothing was written to {dest}.",
+                        {"received": received, "expected_size": size},
+                    ) from exc
+                time.sleep(delay)
+        fh.flush()
+        os.fsync(fh.fileno())
     if size is not None and received != size:
         raise IntegrityError(
             f"Download of {api_path} returned {received} bytes, expected {size}. Nothing was "

@@ -7,7 +7,7 @@ Stages, usernames, group names and gate expressions arrive as plain strings: the
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, StringConstraints
 
@@ -47,6 +47,11 @@ class ApprovalPolicyIn(Input):
         max_length=50,
         description="Metric conditions, e.g. 'accuracy >= 0.9' or 'f1 > production'.",
     )
+    gated_aliases: list[_Name] = Field(
+        default_factory=list,
+        max_length=100,
+        description="Aliases whose set/move/delete needs approval, e.g. ['champion'].",
+    )
 
 
 class ApprovalPolicy(Schema):
@@ -59,6 +64,7 @@ class ApprovalPolicy(Schema):
     reviewer_groups: list[str] = Field(default_factory=list)
     required_approvals: int = 1
     gates: list[str] = Field(default_factory=list)
+    gated_aliases: list[str] = Field(default_factory=list)
     updated_by: str | None = None
     updated_at: datetime | None = None
 
@@ -130,6 +136,17 @@ class ApprovalComment(Schema):
 
 class ApprovalRequest(Schema):
     id: str
+    kind: Literal["stage", "deployment", "alias"] = Field(
+        default="stage",
+        description="stage (a stage transition), deployment (what a production endpoint "
+        "serves) or alias (moving a gated alias, or one a production endpoint follows).",
+    )
+    subject: str | None = Field(
+        default=None, description="What a deployment/alias request changes."
+    )
+    action: dict[str, Any] | None = Field(
+        default=None, description="The change carried out once approved."
+    )
     model_name: str
     version: int
     from_stage: str
@@ -158,13 +175,31 @@ class ApprovalRequest(Schema):
         return self.status == "pending"
 
 
+class MetricProvenance(Schema):
+    """One metric value, where it came from, who logged it and when, and whether gates of
+    this request read it (only an ended source run's metrics and validation metrics logged
+    by someone other than the requester count)."""
+
+    key: str
+    value: MetricValue
+    source: Literal["run", "validation"]
+    logged_by: str | None = None
+    logged_at: datetime | None = None
+    counted: bool
+    reason: str | None = Field(default=None, description="Why gates do not read it.")
+    run_id: str | None = None
+
+
 class MetricsComparison(Schema):
-    """The version's metrics beside the current Production version's."""
+    """The version's metrics beside the current Production version's: the values gates read
+    (``metrics``) and every logged value with its provenance."""
 
     version: int
     metrics: dict[str, MetricValue] = Field(default_factory=dict)
     production_version: int | None = None
     production_metrics: dict[str, MetricValue] = Field(default_factory=dict)
+    provenance: list[MetricProvenance] = Field(default_factory=list)
+    production_provenance: list[MetricProvenance] = Field(default_factory=list)
 
 
 class ApprovalRequestDetail(ApprovalRequest):

@@ -76,7 +76,8 @@ class TokenOut(Schema):
 
     id: int
     name: str
-    prefix: str
+    # First characters of a generated token; None for a chosen value (PODSTACK_ADMIN_TOKEN).
+    prefix: str | None = None
     username: str
     scope: str | None = None
     created_at: datetime

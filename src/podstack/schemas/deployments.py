@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from typing import Any
 
@@ -21,6 +22,11 @@ class DeploymentCreate(Input):
     min_replicas: int = 1
     max_replicas: int = 1
     target: str | None = Field(default=None, max_length=64, description="Default target if None.")
+    production: bool = Field(
+        default=False,
+        description="Serves production traffic: only versions in Production or approved for "
+        "this endpoint; other versions (and moves of an alias it follows) need approval.",
+    )
 
 
 class DeploymentUpdate(Input):
@@ -29,6 +35,10 @@ class DeploymentUpdate(Input):
     gpu_type: str | None = Field(default=None, max_length=64)
     min_replicas: int | None = None
     max_replicas: int | None = None
+    production: bool | None = Field(
+        default=None,
+        description="Mark (editors) or unmark (admins only) the endpoint as production.",
+    )
 
 
 class HealthCheck(Schema):
@@ -56,6 +66,7 @@ class Deployment(Schema):
     alias: str | None = None
     target: str
     target_kind: str
+    production: bool = False
     gpu_type: str | None = None
     min_replicas: int
     max_replicas: int
@@ -143,3 +154,11 @@ class InferResponse(Schema):
             except ImportError:  # pragma: no cover - numpy ships with every ML stack
                 out[t.name] = t.data
         return out
+
+
+def default_endpoint_name(model_name: str) -> str:
+    """The endpoint name a deployment gets when none is given: the model name as a lowercase
+    DNS-style slug (the SDK and the web form both offer it, so the rule lives here, once)."""
+    slug = re.sub(r"[^a-z0-9-]+", "-", model_name.lower()).strip("-")
+    slug = re.sub(r"^[^a-z]+", "", slug)[:45].rstrip("-")
+    return slug or "model"

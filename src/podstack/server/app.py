@@ -29,15 +29,17 @@ from starlette.middleware.sessions import SessionMiddleware
 import podstack
 import podstack.server as server_pkg
 from podstack.schemas.common import ERROR_RESPONSES
-from podstack.server import apidocs, health
+from podstack.server import apidocs, file_modes, health
 from podstack.server.artifacts.store import BlobStore
 from podstack.server.auth.token_cache import TokenCache
 from podstack.server.config import Settings
 from podstack.server.db import migrate
 from podstack.server.db.session import Database
 from podstack.server.errors import install_error_handlers
+from podstack.server.idempotency.middleware import IdempotencyMiddleware
 from podstack.server.middleware import (
     BodyLimitMiddleware,
+    BodyReadTimeoutMiddleware,
     CatchAllMiddleware,
     HeaderLimitMiddleware,
     MetricsMiddleware,
@@ -91,11 +93,18 @@ def init_state(app: FastAPI, settings: Settings) -> None:
     state = app.state
     if getattr(state, "db", None) is not None:
         return
+    if settings.embedded:
+        # `podstack server` checks once in its main process (and shows it in its banner).
+        file_modes.warn_wide_modes(settings)
     db = Database(settings.database_url)
     if settings.migrate_on_start:
         migrate.upgrade(db.engine)
     state.db = db
     state.store = BlobStore(settings.artifacts_path)
+    # Signing secrets still stored in clear (older databases, restored backups) get encrypted.
+    from podstack.server import secretbox
+
+    secretbox.seal_at_start(db, settings, log)
     state.bootstrap_token = None
     if not settings.embedded:
         from podstack.server.auth import service as auth_service
@@ -177,6 +186,8 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
+    # The home holds the database, keys and artifacts: owner-only from its creation (0700).
+    file_modes.prepare_home(settings)
     app = FastAPI(
         title="Podstack MLOps",
         version=podstack.__version__,
@@ -223,6 +234,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # Outermost last: metrics see every response, including 413s from the limit.
     # Innermost: unexpected errors become a 500 JSON that still passes through the others.
     app.add_middleware(CatchAllMiddleware)
+    # Retried SDK calls (Idempotency-Key) answered with their first result: sees the 500s
+    # CatchAll makes, runs before anything reads the body.
+    app.add_middleware(IdempotencyMiddleware)
     app.add_middleware(
         SessionMiddleware,
         secret_key=_session_secret(settings),
@@ -232,6 +246,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         https_only=settings.secure_cookies,
     )
     app.add_middleware(BodyLimitMiddleware, limit_for=limit_for)
+    app.add_middleware(BodyReadTimeoutMiddleware, timeout=settings.body_read_timeout_seconds)
     app.add_middleware(HeaderLimitMiddleware)
     app.add_middleware(SecurityHeadersMiddleware)
     app.add_middleware(

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -32,11 +32,28 @@ class Settings(BaseSettings):
     max_artifact_bytes: int = 64 * 1024**3
     max_page_size: int = 1000
     session_secret: str | None = None
+    # A browser session ends this long after sign-in, whatever happens (absolute lifetime)...
     session_max_age_seconds: int = 12 * 3600
+    # ...and after this long without a request (idle timeout). Signing out, a password, role
+    # change or disabling the user ends every session of that user at once (deps.py).
+    session_idle_seconds: int = 2 * 3600
+    # Slow clients: an idle keep-alive connection is closed after keep_alive_timeout_seconds
+    # (uvicorn), and a request whose body stops arriving for body_read_timeout_seconds between
+    # chunks is answered 408 and closed (middleware.py BodyReadTimeoutMiddleware).
+    keep_alive_timeout_seconds: int = 5
+    body_read_timeout_seconds: float = 60.0
     secure_cookies: bool = False
     login_max_failures: int = 5
     login_lockout_seconds: int = 300
     log_level: str = "info"
+    # Outbound requests to user-supplied URLs (webhooks, webhook executors) are refused when
+    # the host is loopback, private, link-local, unique-local, multicast or a cloud metadata
+    # address, unless this comma-separated list of CIDRs and host names allows it
+    # (server/egress.py).
+    outbound_allow: str = ""
+    # Encrypts webhook and executor signing secrets at rest; generated into
+    # $PODSTACK_HOME/secret_key when unset. "new,old" keeps old values readable (rotation).
+    secret_key: str | None = None
     # Embedded mode: in-process app acting as a local admin without tokens.
     embedded: bool = False
     # Background loops (scheduler, webhook delivery, deployment health); tests turn them off.
@@ -78,6 +95,32 @@ class Settings(BaseSettings):
             )
         }
     )
+
+    @field_validator("artifacts_uri")
+    @classmethod
+    def _servable_artifacts_uri(cls, uri: str) -> str:
+        # The one place that decides which artifact URIs this server can serve. Anything else
+        # used to be taken as a relative path (``s3://b/p`` became a local folder ``s3:``), so
+        # refuse it here: the server, the CLI and embedded mode all build Settings first.
+        scheme, sep, _ = uri.partition("://")
+        if sep and scheme.lower() != "file":
+            raise ValueError(
+                f"PODSTACK_ARTIFACTS_URI={uri!r}: this server can only store artifacts on a "
+                f"local disk, and {scheme!r} storage is not supported yet. Use a directory path "
+                "(e.g. /var/lib/podstack/artifacts) or a file:// URI (e.g. "
+                "file:///var/lib/podstack/artifacts), or leave it unset for "
+                "$PODSTACK_HOME/artifacts."
+            )
+        return uri
+
+    @field_validator("outbound_allow")
+    @classmethod
+    def _valid_outbound_allow(cls, value: str) -> str:
+        # A typo in the allow-list stops the server at start, not at the first webhook.
+        from podstack.server.egress import AllowList
+
+        AllowList.parse(value)
+        return value
 
     @model_validator(mode="after")
     def _fill_paths(self) -> Settings:

@@ -9,6 +9,7 @@ so the commit has happened before the response is acknowledged.
 from __future__ import annotations
 
 import hmac
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -27,6 +28,14 @@ from podstack.server.db.session import Database
 
 SESSION_COOKIE_USER = "uid"
 SESSION_TOKEN_ID = "tok"  # set when the browser signed in by pasting an API token
+# The user's ``session_generation`` at sign-in: a session is valid only while it still matches
+# (sign-out, password/role change and disabling bump it). One counter per user rather than a
+# table of session ids: no extra query (``authenticate`` loads the user anyway), no rows to
+# expire; the price is that signing out ends all of that user's browser sessions.
+SESSION_GENERATION = "gen"
+SESSION_SIGNED_IN = "iat"  # epoch seconds of sign-in: absolute lifetime
+SESSION_SEEN = "seen"  # epoch seconds of the last request (refreshed at most once a minute)
+SEEN_RESOLUTION_SECONDS = 60
 # The UI keeps a per-session CSRF token under this key (see web/core.py). API calls that
 # authenticate with the session cookie instead of a bearer token must echo it in this header
 # for anything but reads, so a cross-site request can never ride on a signed-in browser.
@@ -96,6 +105,51 @@ def _token_principal(state: Any, token: str) -> Principal:
     return check.principal
 
 
+def start_session(
+    request: Request, user_id: int, generation: int, token_id: int | None = None
+) -> None:
+    """A fresh session (the caller then adds a new CSRF token) for a user who just signed in."""
+    now = int(time.time())
+    session = request.session
+    session.clear()
+    session[SESSION_COOKIE_USER] = user_id
+    session[SESSION_GENERATION] = generation
+    session[SESSION_SIGNED_IN] = now
+    session[SESSION_SEEN] = now
+    if token_id is not None:
+        session[SESSION_TOKEN_ID] = token_id
+
+
+def check_session(session: dict[str, Any], user: Any, settings: Settings) -> None:
+    """Refuses a browser session that was ended (sign-out, password/role change, disabled
+    user: the generation moved on), ran past its lifetime or sat idle too long; otherwise
+    records the request as activity. Raises ``Unauthenticated`` after clearing the session,
+    so the browser also drops the cookie."""
+    now = int(time.time())
+    seen = session.get(SESSION_SEEN)
+    signed_in = session.get(SESSION_SIGNED_IN)
+    message = None
+    if session.get(SESSION_GENERATION) != user.session_generation:
+        message = (
+            "This browser session has ended (signed out, or the password, role or account "
+            "changed); sign in again."
+        )
+    elif not isinstance(signed_in, int) or now - signed_in > settings.session_max_age_seconds:
+        message = "This browser session has expired; sign in again."
+    elif not isinstance(seen, int) or now - seen > settings.session_idle_seconds:
+        message = (
+            f"This browser session expired after {settings.session_idle_seconds // 60} "
+            "minutes without activity; sign in again."
+        )
+    if message is not None:
+        session.clear()
+        raise Unauthenticated(message)
+    # Writing the session re-issues the cookie: do it only when ``seen`` is noticeably old
+    # (a quarter of the idle time at most, so short test settings still slide).
+    if now - seen >= min(SEEN_RESOLUTION_SECONDS, settings.session_idle_seconds // 4):
+        session[SESSION_SEEN] = now
+
+
 def authenticate(request: Request) -> Principal:
     """Resolves the caller from a bearer token, else the UI's signed session cookie.
     May read the database: call it from a worker thread (see ``authenticate_api``)."""
@@ -124,6 +178,7 @@ def authenticate(request: Request) -> Principal:
                     "revoked or has expired; sign in again."
                 )
             if user is not None and not user.disabled:
+                check_session(session, user, settings)
                 # UI routes check the token themselves (form field or header, web/core.py).
                 if request.method not in _SAFE_METHODS and request.url.path.startswith("/api/"):
                     expected = session.get(CSRF_SESSION_KEY)

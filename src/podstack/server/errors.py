@@ -10,22 +10,17 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from podstack.errors import PodstackError
+from podstack.errors import BY_STATUS, PodstackError
 
 log = logging.getLogger("podstack.server")
 
+# The code for a status the framework answers by itself (unknown route, wrong method, ...):
+# the error classes' own codes, plus the statuses no service raises.
 _STATUS_CODES = {
-    400: "BAD_REQUEST",
-    401: "UNAUTHENTICATED",
-    403: "PERMISSION_DENIED",
-    404: "NOT_FOUND",
+    **{status: cls.code for status, cls in BY_STATUS.items()},
     405: "METHOD_NOT_ALLOWED",
-    409: "CONFLICT",
-    413: "PAYLOAD_TOO_LARGE",
     415: "UNSUPPORTED_MEDIA_TYPE",
-    422: "VALIDATION_ERROR",
     429: "TOO_MANY_REQUESTS",
-    503: "SERVICE_UNAVAILABLE",
 }
 
 

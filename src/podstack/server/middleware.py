@@ -11,7 +11,9 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import anyio
 from prometheus_client import CollectorRegistry, Counter, Histogram
+from starlette.requests import ClientDisconnect
 
 from podstack.errors import PayloadTooLarge
 
@@ -53,6 +55,30 @@ async def _send_error(
     await send({"type": "http.response.body", "body": body})
 
 
+class BodyReadTimeout(Exception):
+    """Raised from ``receive`` when the client stopped sending its body (see
+    ``BodyReadTimeoutMiddleware``); the 408 has already been sent when it can be."""
+
+
+# The client went away (or stalled) mid-request: nothing the server did wrong, and nobody left
+# to answer. Logged as one line, never as an unhandled error with a traceback.
+_CLIENT_GONE: tuple[type[BaseException], ...] = (
+    ClientDisconnect,
+    BodyReadTimeout,
+    anyio.EndOfStream,
+    anyio.BrokenResourceError,
+    anyio.ClosedResourceError,
+    ConnectionResetError,
+    BrokenPipeError,
+)
+
+
+def _client_gone(exc: BaseException) -> bool:
+    if isinstance(exc, BaseExceptionGroup):
+        return all(_client_gone(e) for e in exc.exceptions)
+    return isinstance(exc, _CLIENT_GONE)
+
+
 class CatchAllMiddleware:
     """An unexpected exception becomes the 500 error JSON here, and the connection stays usable.
 
@@ -78,7 +104,16 @@ class CatchAllMiddleware:
 
         try:
             await self.app(scope, receive, tracking_send)
-        except Exception:
+        except Exception as exc:
+            if _client_gone(exc):
+                # WARNING: the lowest level shown without a logging configuration.
+                log.warning(
+                    "client went away or stalled during %s %s: %s",
+                    scope.get("method"),
+                    scope.get("path"),
+                    exc.__class__.__name__,
+                )
+                return
             if started:
                 raise  # part of a response is out: only closing the connection can tell
             log.exception("unhandled error on %s %s", scope.get("method"), scope.get("path"))
@@ -168,6 +203,62 @@ class BodyLimitMiddleware:
         except _TooLarge:
             if not started and not answered:
                 await _send_error(send, 413, "PAYLOAD_TOO_LARGE", message, details)
+
+
+class BodyReadTimeoutMiddleware:
+    """Answers 408 and closes the connection when a request body stops arriving: more than
+    ``timeout`` seconds between two chunks. Without it a client that sends headers and part of
+    a body, then nothing, holds a connection (and, for uploads, a temp file) forever.
+
+    Only the body is timed: once it is complete, later ``receive`` calls (a streaming response
+    waiting for the client to disconnect) wait as long as they need."""
+
+    def __init__(self, app: ASGIApp, timeout: float) -> None:
+        self.app = app
+        self.timeout = timeout
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not self.timeout or self.timeout <= 0:
+            await self.app(scope, receive, send)
+            return
+        body_done = False
+        started = False
+        answered = False
+        message = (
+            f"The request body stopped arriving: nothing was received for {self.timeout:g} "
+            "seconds. Send the whole body without long pauses."
+        )
+
+        async def timed_receive() -> dict[str, Any]:
+            nonlocal body_done, answered
+            if body_done:
+                return await receive()
+            try:
+                with anyio.fail_after(self.timeout):
+                    msg = await receive()
+            except TimeoutError:
+                if not started and not answered:
+                    answered = True
+                    await _send_error(
+                        send, 408, "REQUEST_TIMEOUT", message, {"timeout_seconds": self.timeout}
+                    )
+                raise BodyReadTimeout(message) from None
+            if msg["type"] != "http.request" or not msg.get("more_body", False):
+                body_done = True
+            return msg
+
+        async def tracking_send(msg: dict[str, Any]) -> None:
+            nonlocal started
+            if answered:
+                return  # the 408 is out; whatever the app answers after it is dropped
+            if msg["type"] == "http.response.start":
+                started = True
+            await send(msg)
+
+        try:
+            await self.app(scope, timed_receive, tracking_send)
+        except BodyReadTimeout:
+            log.warning("request body timed out on %s %s", scope.get("method"), scope.get("path"))
 
 
 class MetricsMiddleware:

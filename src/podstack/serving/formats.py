@@ -6,7 +6,8 @@ A servable model is one of:
   (``onnx``, ``torchscript``, ``sklearn``) with the data file of each, an optional signature
   (inputs and outputs as tensor specs) and an optional input example;
 - a bare ONNX file (``*.onnx``);
-- a bare TorchScript archive (``torch.jit.save``; a zip with a ``code/`` folder);
+- a bare TorchScript archive (``torch.jit.save``; a zip with a ``code/`` folder), told
+  apart from a ``torch.save`` checkpoint by its contents, never by its name;
 - a bare scikit-learn pickle or joblib file (``*.pkl``, ``*.pickle``, ``*.joblib``).
 
 Pickles execute code when loaded, so they are served only where an admin enabled *trusted
@@ -39,6 +40,15 @@ FORMATS = (ONNX, TORCHSCRIPT, SKLEARN)
 UNSAFE_FORMATS = frozenset({SKLEARN})
 # Preference when a directory carries several flavours: safe and fast first.
 _PREFERENCE = (ONNX, TORCHSCRIPT, SKLEARN)
+
+# The one name of a model's single input when nothing else names it (no signature, no named
+# input example): what ``log_model`` calls a bare example array, what the SDK's ``predict``
+# sends when given a bare array, and what a TorchScript module without a signature is served
+# with. Outputs without names are ``output__<i>`` (the model server's convention).
+DEFAULT_INPUT = "input"
+DEFAULT_OUTPUT = "output__0"
+# Input examples are small; a larger file is not read to guess a signature from.
+MAX_EXAMPLE_BYTES = 1024 * 1024
 
 PICKLE_SUFFIXES = (".pkl", ".pickle", ".joblib")
 TORCH_SUFFIXES = (".pt", ".pth", ".torchscript", ".ts")
@@ -189,16 +199,153 @@ def _flavour_file(fmt: str, conf: dict[str, Any]) -> str | None:
     return conf.get("data") or conf.get("model_data")
 
 
-def _is_torchscript_zip(fh: IO[bytes]) -> bool | None:
-    """True for a TorchScript archive, False for a plain torch.save zip, None if not a zip."""
+# What a file's *contents* say it is (``torch_file_kind``); a file name never decides.
+TORCH_SCRIPT_ARCHIVE = "torchscript"  # torch.jit.save: zip with <root>/constants.pkl, code/
+TORCH_SAVE_CHECKPOINT = "checkpoint"  # torch.save: zip with <root>/data.pkl, or legacy pickle
+OTHER_ZIP = "zip"  # a zip archive that is neither
+UNRECOGNISED = "unrecognised"
+# The legacy (pre-1.6, non-zip) torch.save format starts with a protocol-2 pickle of this
+# magic number: PROTO 2, LONG1 of 10 bytes, then the number itself (little-endian).
+LEGACY_TORCH_MAGIC = b"\x80\x02\x8a\x0a" + (0x1950A86A20F9469CFC6C).to_bytes(10, "little")
+
+
+def torch_file_kind(fh: IO[bytes]) -> str:
+    """The one rule for telling PyTorch files apart, by content: ``TORCH_SCRIPT_ARCHIVE``,
+    ``TORCH_SAVE_CHECKPOINT``, ``OTHER_ZIP`` or ``UNRECOGNISED``. Reads the first bytes and,
+    for a zip, its table of contents (``fh`` must be seekable)."""
+    head = fh.read(len(LEGACY_TORCH_MAGIC))
+    fh.seek(0)
+    if head.startswith(LEGACY_TORCH_MAGIC):
+        return TORCH_SAVE_CHECKPOINT
+    if not head.startswith(b"PK"):
+        return UNRECOGNISED
     try:
         with zipfile.ZipFile(fh) as zf:
             names = zf.namelist()
     except zipfile.BadZipFile:
+        return UNRECOGNISED
+    # Every entry sits under one root folder (the archive's name). torch.jit.save writes
+    # <root>/code/... and <root>/constants.pkl (and a data.pkl too, so it is checked first);
+    # torch.save writes only <root>/data.pkl and <root>/data/<n> tensors.
+    if any("/code/" in n for n in names) or any(n.endswith("/constants.pkl") for n in names):
+        return TORCH_SCRIPT_ARCHIVE
+    if any(n == "data.pkl" or n.endswith("/data.pkl") for n in names):
+        return TORCH_SAVE_CHECKPOINT
+    return OTHER_ZIP
+
+
+def _nested_shape(data: Any) -> list[int] | None:
+    """The shape of a rectangular nested list of scalars, or None if it is ragged/empty."""
+    shape: list[int] = []
+    probe = data
+    while isinstance(probe, list):
+        if not probe:
+            return None
+        shape.append(len(probe))
+        probe = probe[0]
+    return shape
+
+
+def _scalars(data: Any) -> list[Any]:
+    if isinstance(data, list):
+        return [v for item in data for v in _scalars(item)]
+    return [data]
+
+
+def _example_spec(name: str, data: Any, datatype: str | None) -> TensorSpec | None:
+    """One input's spec from its example values: batched on the first dimension (``-1``).
+    A 1-D example is one sample (``[-1, n]``), as a single feature vector usually is."""
+    shape = _nested_shape(data)
+    if not shape:
         return None
-    # torch.jit.save writes <root>/code/... and <root>/constants.pkl; torch.save writes only
-    # <root>/data.pkl and <root>/data/<n> tensors.
-    return any("/code/" in n for n in names) or any(n.endswith("/constants.pkl") for n in names)
+    if datatype is None:
+        values = _scalars(data)
+        if all(isinstance(v, bool) for v in values):
+            datatype = "BOOL"
+        elif all(isinstance(v, int) and not isinstance(v, bool) for v in values):
+            datatype = "INT64"
+        elif all(isinstance(v, int | float) and not isinstance(v, bool) for v in values):
+            # JSON has no float width; FP32 is what a PyTorch module's weights almost always are.
+            datatype = "FP32"
+        else:
+            return None
+    return TensorSpec(name=name, datatype=datatype, shape=_batched(shape))
+
+
+def _batched(shape: list[int]) -> list[int]:
+    return [-1, *shape] if len(shape) == 1 else [-1, *shape[1:]]
+
+
+def signature_from_example(doc: Any) -> Signature | None:
+    """Input specs from a logged input example: an Open Inference Protocol request
+    (``{"inputs": [{"name", "shape", "datatype", "data"}]}``, as ``log_model`` writes), a
+    ``{"inputs": {name: values}}`` / ``{name: values}`` mapping, or bare nested lists (named
+    ``DEFAULT_INPUT``). None if the example does not say enough."""
+    if isinstance(doc, dict) and isinstance(doc.get("inputs"), list):
+        specs = []
+        for t in doc["inputs"]:
+            if not isinstance(t, dict) or not isinstance(t.get("name"), str):
+                return None
+            shape = t.get("shape")
+            datatype = t.get("datatype")
+            if datatype not in V2_TO_NUMPY:
+                return None
+            if isinstance(shape, list) and shape and all(isinstance(d, int) for d in shape):
+                specs.append(TensorSpec(t["name"], datatype, _batched(shape)))
+                continue
+            spec = _example_spec(t["name"], t.get("data"), datatype)
+            if spec is None:
+                return None
+            specs.append(spec)
+        return Signature(inputs=specs) if specs else None
+    if isinstance(doc, dict):
+        named = doc.get("inputs") if isinstance(doc.get("inputs"), dict) else doc
+        specs = []
+        for name, values in named.items():
+            spec = _example_spec(str(name), values, None)
+            if spec is None:
+                return None
+            specs.append(spec)
+        return Signature(inputs=specs) if specs else None
+    if isinstance(doc, list):
+        spec = _example_spec(DEFAULT_INPUT, doc, None)
+        return Signature(inputs=[spec]) if spec is not None else None
+    return None
+
+
+def _read_example(path: str, open_file: Opener) -> Any:
+    try:
+        with open_file(path) as fh:
+            raw = fh.read(MAX_EXAMPLE_BYTES + 1)
+        if len(raw) > MAX_EXAMPLE_BYTES:
+            return None
+        return json.loads(raw)
+    except (OSError, ValueError, KeyError):
+        return None
+
+
+def torchscript_signature(
+    signature: Signature | None, example_path: str | None, open_file: Opener
+) -> Signature:
+    """What a TorchScript module is served with. A TorchScript archive does not record its
+    input shapes, so: the logged signature if it has inputs; else one inferred from the
+    logged input example (batched on the first dimension); else a single ``DEFAULT_INPUT``
+    of FP32 with shape ``[]``, which the protocol reads as "any shape" (a batch included):
+    the module itself then says if the values do not fit."""
+    if signature is not None and signature.inputs:
+        return signature
+    outputs = list(signature.outputs) if signature is not None else []
+    if example_path is not None:
+        inferred = signature_from_example(_read_example(example_path, open_file))
+        if inferred is not None:
+            return Signature(inputs=inferred.inputs, outputs=outputs)
+    return Signature(inputs=[TensorSpec(DEFAULT_INPUT, "FP32", [])], outputs=outputs)
+
+
+def _sibling(path: str, name: str) -> str:
+    """``name`` in the same folder as ``path``."""
+    folder = path.rsplit("/", 1)[0] + "/" if "/" in path else ""
+    return folder + name
 
 
 def _state_dict_reason(path: str) -> str:
@@ -229,7 +376,12 @@ def detect(paths: Sequence[str], open_file: Opener) -> Servable:
     pickles = [p for p in files if p.lower().endswith(PICKLE_SUFFIXES)]
     if len(files) == 1 or len(onnx_files) + len(torch_files) + len(pickles) == 1:
         only = (onnx_files + torch_files + pickles + files)[0]
-        return _bare_file(only, open_file)
+        return _bare_file(only, open_file, set(files))
+    if len(torch_files) == 1 and not onnx_files and not pickles:
+        # A TorchScript file logged with its input example beside it.
+        rest = set(files) - {torch_files[0], _sibling(torch_files[0], INPUT_EXAMPLE)}
+        if not rest:
+            return _bare_file(torch_files[0], open_file, set(files))
     raise NotServable(
         f"Cannot tell which of the version's {len(files)} files is the model "
         f"({', '.join(repr(p) for p in files[:5])}{', …' if len(files) > 5 else ''}) and there "
@@ -238,28 +390,39 @@ def detect(paths: Sequence[str], open_file: Opener) -> Servable:
     )
 
 
-def _bare_file(path: str, open_file: Opener) -> Servable:
+def _bare_file(path: str, open_file: Opener, files: set[str] | None = None) -> Servable:
     low = path.lower()
     if low.endswith(".onnx"):
         return Servable(ONNX, path, mlmodel=False, flavours=(ONNX,))
     if low.endswith(PICKLE_SUFFIXES):
         return Servable(SKLEARN, path, mlmodel=False, flavours=(SKLEARN,))
     with open_file(path) as fh:
-        head = fh.read(4)
-        fh.seek(0) if fh.seekable() else None
-        data = fh if fh.seekable() else io.BytesIO(head + fh.read())
-        if head.startswith(b"PK"):
-            kind = _is_torchscript_zip(data)
-            if kind:
-                return Servable(TORCHSCRIPT, path, mlmodel=False, flavours=(TORCHSCRIPT,))
-            raise NotServable(_state_dict_reason(path), {"path": path})
-    if low.endswith(TORCH_SUFFIXES):
-        # Legacy (non-zip) torch.save format: a pickle of tensors.
-        raise NotServable(_state_dict_reason(path), {"path": path})
+        data = fh if fh.seekable() else io.BytesIO(fh.read())
+        kind = torch_file_kind(data)
+    if kind == TORCH_SCRIPT_ARCHIVE:
+        example = _sibling(path, INPUT_EXAMPLE)
+        signature = torchscript_signature(
+            None, example if example in (files or set()) else None, open_file
+        )
+        return Servable(
+            TORCHSCRIPT, path, mlmodel=False, signature=signature, flavours=(TORCHSCRIPT,)
+        )
+    if kind == TORCH_SAVE_CHECKPOINT:
+        raise NotServable(_state_dict_reason(path), {"path": path, "content": kind})
+    # Neither: say what the contents are, whatever the file's name suggests.
+    what = "a zip archive, but not" if kind == OTHER_ZIP else "not"
+    suffix = next((x for x in TORCH_SUFFIXES if low.endswith(x)), None)
+    named = (
+        f" Its name ends in {suffix}, but its contents were not written by torch.jit.save or "
+        "torch.save."
+        if suffix
+        else ""
+    )
     raise NotServable(
-        f"{path!r} is not a format that can be served (ONNX, TorchScript, scikit-learn "
-        "pickle/joblib, or an MLmodel directory). " + HOW_TO_LOG,
-        {"path": path},
+        f"{path!r} is {what} a format that can be served: its contents are not a TorchScript "
+        "archive (torch.jit.save), an ONNX model, a scikit-learn pickle/joblib file or an "
+        f"MLmodel directory.{named} " + HOW_TO_LOG,
+        {"path": path, "content": kind},
     )
 
 
@@ -288,6 +451,13 @@ def _from_mlmodel(mlmodel_path: str, files: set[str], open_file: Opener) -> Serv
             raise NotServable(
                 f"MLmodel's {fmt} flavour names {data!r}, which is not among the version's files.",
                 {"missing": data_path},
+            )
+        if fmt == TORCHSCRIPT:
+            info = doc.get("saved_input_example_info")
+            name = info.get("artifact_path") if isinstance(info, dict) else None
+            example = root + str(name or INPUT_EXAMPLE)
+            signature = torchscript_signature(
+                signature, example if example in files else None, open_file
             )
         return Servable(fmt, data_path, mlmodel=True, signature=signature, flavours=tuple(offered))
     raise NotServable(f"MLmodel's {offered[0]} flavour does not name its data file.")

@@ -148,7 +148,9 @@ def _load_torchscript(path: Path, signature: Signature | None) -> LoadedModel:
     module.eval()
     inputs = list(signature.inputs) if signature and signature.inputs else []
     if not inputs:
-        inputs = [TensorSpec("input__0", "FP32", [-1])]
+        # The same default name and "any shape" that formats.torchscript_signature gives, so
+        # the SDK's default input name always matches.
+        inputs = [TensorSpec(fmt.DEFAULT_INPUT, "FP32", [])]
     outputs = list(signature.outputs) if signature and signature.outputs else []
     names = [t.name for t in inputs]
 

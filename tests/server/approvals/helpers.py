@@ -17,8 +17,11 @@ def make_user(db: Database, username: str, role: str = "editor", email: str | No
         return auth_service.create_token(s, "test", username, "test").value
 
 
-def make_version(api: httpx.Client, model: str, metrics: dict[str, float] | None = None) -> int:
-    """A run with ``metrics`` and a model.pt artifact, registered as the next version."""
+def make_version(
+    api: httpx.Client, model: str, metrics: dict[str, float] | None = None, *, end_run: bool = True
+) -> int:
+    """A run with ``metrics`` and a model.pt artifact, registered as the next version (the run
+    ended unless ``end_run`` is False)."""
     run = api.post("/runs", json={"experiment_id": f"{model}-exp"})
     assert run.status_code == 201, run.text
     run_id = run.json()["id"]
@@ -28,6 +31,10 @@ def make_version(api: httpx.Client, model: str, metrics: dict[str, float] | None
         assert r.status_code == 200, r.text
     r = api.put(f"/runs/{run_id}/artifacts/model.pt", content=b"weights")
     assert r.status_code == 201, r.text
+    if end_run:
+        # Gates read run metrics only once the run has ended (nobody can change them then).
+        r = api.patch(f"/runs/{run_id}", json={"status": "FINISHED"})
+        assert r.status_code == 200, r.text
     r = api.post(
         f"/registered-models/{model}/versions",
         json={"source_run_id": run_id, "artifact_path": "model.pt"},

@@ -167,7 +167,7 @@ def test_failing_gate_refuses_the_request(team: Team) -> None:
     _policy(team.admin, gates=["accuracy >= 0.9", "f1 >= 0.5"])
     err = error(transition(team.alice, MODEL, v, "Production"), 409, "GATE_FAILED")
     assert "accuracy is 0.8: fails accuracy >= 0.9" in err["message"]
-    assert "no metric 'f1'" in err["message"]
+    assert "no usable metric 'f1'" in err["message"]
     assert [g["passed"] for g in err["details"]["gates"]] == [False, False]
     assert team.admin.get("/approval-requests").json()["items"] == []
     assert stage_of(team.admin, MODEL, v) == "None"

@@ -110,7 +110,7 @@ def test_seed_approval_flow_with_quorum_of_two(
     assert alice.get("/notifications/unread-count").json() == {"unread": 0}
 
     # 5. Webhooks: the outbox holds signed deliveries for every stage event, in order.
-    report = process_webhooks(db, FAST)
+    report = process_webhooks(db, FAST, settings=settings)
     assert report.succeeded == report.claimed == 4 and report.failed == 0
     types = [r.json["type"] for r in webhook_receiver.received]
     assert sorted(types) == sorted(

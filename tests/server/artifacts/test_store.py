@@ -12,14 +12,14 @@ import pytest
 
 from podstack.errors import IntegrityError, NotFound, PayloadTooLarge, ValidationFailed
 from podstack.schemas import tracking as tsch
-from podstack.server.artifacts import service
-from podstack.server.artifacts.models import ArtifactFile as ArtifactRow
-from podstack.server.artifacts.paths import (
+from podstack.schemas.artifact_paths import (
     MAX_PATH_LENGTH,
     parent_dirs,
     safe_join,
     validate_artifact_path,
 )
+from podstack.server.artifacts import service
+from podstack.server.artifacts.models import ArtifactFile as ArtifactRow
 from podstack.server.artifacts.store import CHUNK, BlobStore, StoredBlob
 from podstack.server.db.session import Database
 from podstack.server.tracking import service as tracking

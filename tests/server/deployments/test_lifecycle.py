@@ -128,8 +128,10 @@ def test_broken_new_version_leaves_old_one_serving(
     assert "failed to load" in exc.value.message or "load" in str(exc.value.details)
     assert exc.value.details["still_serving"] == v1.version
     dep = sdk.get_deployment("fraud-api")
-    assert dep.status == "ready" and dep.version == v1.version and dep.target_version == v2.version
+    # The failed rollout is over: the target is back on what serves (issue 14).
+    assert dep.status == "ready" and dep.version == v1.version and dep.target_version == v1.version
     assert dep.rollout is not None and dep.rollout.status == "failed"
+    assert dep.rollout.to_version == v2.version
     assert "Still serving version" in (dep.status_reason or "")
     assert sdk.predict("fraud-api", X_TRAIN[:4]).as_dict()["label"].tolist() == Y_TRAIN[:4].tolist()
     failed = [e for e in captured_events if e.type == "deployment.failed"]

@@ -7,6 +7,7 @@ from __future__ import annotations
 from sqlalchemy import event, func, select
 
 from podstack.schemas import notifications as nsch
+from podstack.server.config import Settings
 from podstack.server.db.session import Database
 from podstack.server.events import service as events
 from podstack.server.notifications import service as notifications
@@ -18,7 +19,7 @@ def _count(s: object) -> int:
     return s.scalar(select(func.count()).select_from(WebhookDelivery))  # type: ignore[attr-defined]
 
 
-def test_one_read_per_transaction_and_changes_seen(db: Database) -> None:
+def test_one_read_per_transaction_and_changes_seen(db: Database, settings: Settings) -> None:
     reads: list[str] = []
 
     def before(_conn: object, _cur: object, stmt: str, *_args: object) -> None:
@@ -32,14 +33,21 @@ def test_one_read_per_transaction_and_changes_seen(db: Database) -> None:
             events.emit(s, "version.created", {"model_name": "a", "version": 1}, "admin")
             assert len(reads) == 1 and _count(s) == 0
             hook, _ = notifications.create_webhook(
-                s, "admin", nsch.WebhookCreate(url="https://h.example/x", events=["*"])
+                s,
+                "admin",
+                nsch.WebhookCreate(url="https://h.example/x", events=["*"]),
+                settings=settings,
             )
             events.emit(s, "version.created", {"model_name": "a", "version": 2}, "admin")
             assert _count(s) == 1
-            notifications.update_webhook(s, "admin", hook.id, nsch.WebhookUpdate(enabled=False))
+            notifications.update_webhook(
+                s, "admin", hook.id, nsch.WebhookUpdate(enabled=False), settings=settings
+            )
             events.emit(s, "version.created", {"model_name": "a", "version": 3}, "admin")
             assert _count(s) == 1
-            notifications.update_webhook(s, "admin", hook.id, nsch.WebhookUpdate(enabled=True))
+            notifications.update_webhook(
+                s, "admin", hook.id, nsch.WebhookUpdate(enabled=True), settings=settings
+            )
         # Another transaction (another request, another replica) reads again.
         with db.session() as s:
             n = len(reads)

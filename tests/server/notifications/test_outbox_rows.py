@@ -10,6 +10,7 @@ import pytest
 from sqlalchemy import select
 
 from podstack.schemas import notifications as nsch
+from podstack.server.config import Settings
 from podstack.server.db.session import Database
 from podstack.server.events import service as events
 from podstack.server.notifications import service as notifications
@@ -18,17 +19,18 @@ from podstack.server.notifications.models import WebhookDelivery
 from podstack.server.notifications.service import DEFAULT_MAX_ATTEMPTS
 
 
-def _hook(s: object, events_: list[str], names: list[str] | None = None) -> str:
+def _hook(s: object, settings: Settings, events_: list[str], names: list[str] | None = None) -> str:
     body = nsch.WebhookCreate(url="https://h.example/x", events=events_, model_names=names or [])
-    return notifications.create_webhook(s, "admin", body)[0].id  # type: ignore[arg-type]
+    hook, _ = notifications.create_webhook(s, "admin", body, settings=settings)  # type: ignore[arg-type]
+    return hook.id
 
 
-def test_rows_for_matching_webhooks_only(db: Database) -> None:
+def test_rows_for_matching_webhooks_only(db: Database, settings: Settings) -> None:
     with db.session() as s:
-        every = _hook(s, ["*"])
-        versions = _hook(s, ["version.*"], ["a"])
-        _hook(s, ["version.*"], ["other-model"])
-        _hook(s, ["model.created"])
+        every = _hook(s, settings, ["*"])
+        versions = _hook(s, settings, ["version.*"], ["a"])
+        _hook(s, settings, ["version.*"], ["other-model"])
+        _hook(s, settings, ["model.created"])
     with db.session() as s:
         ev = events.emit(s, "version.created", {"model_name": "a", "version": 7}, "alice")
         rows = s.scalars(select(WebhookDelivery).order_by(WebhookDelivery.webhook_id)).all()
@@ -45,9 +47,9 @@ def test_rows_for_matching_webhooks_only(db: Database) -> None:
         assert len({d.id for d in rows}) == 2
 
 
-def test_rows_roll_back_with_the_event(db: Database) -> None:
+def test_rows_roll_back_with_the_event(db: Database, settings: Settings) -> None:
     with db.session() as s:
-        _hook(s, ["*"])
+        _hook(s, settings, ["*"])
     with pytest.raises(RuntimeError), db.session() as s:
         events.emit(s, "model.created", {"model_name": "a"}, "admin")
         raise RuntimeError("the change failed")

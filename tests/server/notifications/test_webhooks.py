@@ -10,6 +10,7 @@ import httpx
 import pytest
 from sqlalchemy import func, select
 
+from podstack.server.config import Settings
 from podstack.server.db.base import utcnow
 from podstack.server.db.session import Database
 from podstack.server.events import service as events
@@ -102,7 +103,7 @@ def test_webhook_registration_rules(api: httpx.Client, make_token) -> None:  # t
 
 
 def test_events_filter_and_model_filter(
-    api: httpx.Client, db: Database, webhook_receiver: WebhookReceiver
+    api: httpx.Client, db: Database, settings: Settings, webhook_receiver: WebhookReceiver
 ) -> None:
     created = _hook(api, webhook_receiver.url, events=["version.created"])
     only_b = _hook(api, webhook_receiver.url, model_names=["model-b"])
@@ -113,13 +114,13 @@ def test_events_filter_and_model_filter(
         "model.created",
         "version.created",
     ]
-    process_webhooks(db, FAST)
+    process_webhooks(db, FAST, settings=settings)
     models = sorted(r.json["data"]["model_name"] for r in webhook_receiver.received)
     assert models == ["model-a", "model-b", "model-b", "model-b"]
 
 
 def test_outbox_rows_commit_or_roll_back_with_the_event(
-    api: httpx.Client, db: Database, webhook_receiver: WebhookReceiver
+    api: httpx.Client, db: Database, settings: Settings, webhook_receiver: WebhookReceiver
 ) -> None:
     hook = _hook(api, webhook_receiver.url)
     with pytest.raises(RuntimeError), db.session() as s:
@@ -149,33 +150,33 @@ def test_send_test_delivery(api: httpx.Client, webhook_receiver: WebhookReceiver
     assert d["status"] == "failed" and d["attempts"] == 1  # tests are tried once
     assert d["attempt_log"][0]["status_code"] == 500
     assert "boom" in d["attempt_log"][0]["response_body"]
-    assert d["last_error"] == "receiver answered HTTP 500"
+    assert d["last_error"] == "receiver answered HTTP 500 (17 bytes)"
     error(api.post("/webhooks/whk-nope/test"), 404, "NOT_FOUND")
 
 
 def test_receiver_500_is_retried_with_backoff_and_recorded(
-    api: httpx.Client, db: Database, webhook_receiver: WebhookReceiver
+    api: httpx.Client, db: Database, settings: Settings, webhook_receiver: WebhookReceiver
 ) -> None:
     hook = _hook(api, webhook_receiver.url, events=["version.created"])
     webhook_receiver.mode = "fail"
     make_version(api, "m")
     for _ in range(2):
-        report = process_webhooks(db, FAST)
+        report = process_webhooks(db, FAST, settings=settings)
         assert report.claimed == 1 and report.retrying == 1
     (d,) = _deliveries(api, hook["id"])
     assert d["status"] == "pending" and d["attempts"] == 2 and d["last_status_code"] == 500
     assert [a["status_code"] for a in d["attempt_log"]] == [500, 500]
 
     # A real backoff schedules the next attempt later: nothing is due right now.
-    process_webhooks(db, DeliveryConfig(base_delay_seconds=60))
-    assert process_webhooks(db, FAST).claimed == 0
+    process_webhooks(db, DeliveryConfig(base_delay_seconds=60), settings=settings)
+    assert process_webhooks(db, FAST, settings=settings).claimed == 0
     with db.session() as s:
         row = s.get(WebhookDelivery, d["id"])
         assert row is not None and row.next_attempt_at > utcnow() + timedelta(seconds=60)
         row.next_attempt_at = utcnow()  # time passes
 
     webhook_receiver.mode = "ok"
-    assert process_webhooks(db, FAST).succeeded == 1
+    assert process_webhooks(db, FAST, settings=settings).succeeded == 1
     (d,) = _deliveries(api, hook["id"])
     assert d["status"] == "delivered" and d["next_attempt_at"] is None
     assert [a["status_code"] for a in d["attempt_log"]] == [500, 500, 500, 204]
@@ -191,29 +192,29 @@ def test_receiver_500_is_retried_with_backoff_and_recorded(
 
 
 def test_gives_up_after_max_attempts_and_can_redeliver(
-    api: httpx.Client, db: Database, webhook_receiver: WebhookReceiver
+    api: httpx.Client, db: Database, settings: Settings, webhook_receiver: WebhookReceiver
 ) -> None:
     hook = _hook(api, webhook_receiver.url, events=["version.created"])
     webhook_receiver.mode = "fail"
     make_version(api, "m")
     (d,) = _deliveries(api, hook["id"])
     for _ in range(d["max_attempts"]):
-        process_webhooks(db, FAST)
+        process_webhooks(db, FAST, settings=settings)
     (d,) = _deliveries(api, hook["id"])
     assert d["status"] == "failed" and d["attempts"] == d["max_attempts"]
-    assert process_webhooks(db, FAST).claimed == 0
+    assert process_webhooks(db, FAST, settings=settings).claimed == 0
 
     webhook_receiver.mode = "ok"
     r = api.post(f"/webhook-deliveries/{d['id']}/redeliver")
     assert r.json()["status"] == "pending"
-    assert process_webhooks(db, FAST).succeeded == 1
+    assert process_webhooks(db, FAST, settings=settings).succeeded == 1
     full = api.get(f"/webhook-deliveries/{d['id']}").json()
     assert full["status"] == "delivered" and full["body"]
     error(api.get("/webhook-deliveries/whd-nope"), 404, "NOT_FOUND")
 
 
 def test_slow_receiver_times_out_without_blocking_requests(
-    api: httpx.Client, db: Database, webhook_receiver: WebhookReceiver
+    api: httpx.Client, db: Database, settings: Settings, webhook_receiver: WebhookReceiver
 ) -> None:
     hook = _hook(api, webhook_receiver.url, events=["stage.*", "version.created"])
     webhook_receiver.mode = "slow"
@@ -224,7 +225,9 @@ def test_slow_receiver_times_out_without_blocking_requests(
         assert transition(api, "m", v, stage).status_code == 200
     assert time.monotonic() - started < 2.0  # the request path never waits on receivers
 
-    report = process_webhooks(db, DeliveryConfig(timeout_seconds=0.5, base_delay_seconds=0))
+    report = process_webhooks(
+        db, DeliveryConfig(timeout_seconds=0.5, base_delay_seconds=0), settings=settings
+    )
     assert report.claimed == 4 and report.retrying == 4
     for d in _deliveries(api, hook["id"]):
         assert d["status"] == "pending" and d["attempts"] == 1
@@ -233,16 +236,16 @@ def test_slow_receiver_times_out_without_blocking_requests(
 
 
 def test_disabled_and_deleted_webhooks(
-    api: httpx.Client, db: Database, webhook_receiver: WebhookReceiver
+    api: httpx.Client, db: Database, settings: Settings, webhook_receiver: WebhookReceiver
 ) -> None:
     hook = _hook(api, webhook_receiver.url, events=["version.created"])
     make_version(api, "m")
     api.patch(f"/webhooks/{hook['id']}", json={"enabled": False})
-    assert process_webhooks(db, FAST).claimed == 0  # held while disabled
+    assert process_webhooks(db, FAST, settings=settings).claimed == 0  # held while disabled
     make_version(api, "m")  # and nothing new is queued for a disabled hook
     assert len(_deliveries(api, hook["id"])) == 1
     api.patch(f"/webhooks/{hook['id']}", json={"enabled": True})
-    assert process_webhooks(db, FAST).succeeded == 1
+    assert process_webhooks(db, FAST, settings=settings).succeeded == 1
     api.delete(f"/webhooks/{hook['id']}")
     with db.session() as s:
         assert s.scalar(select(func.count()).select_from(WebhookDelivery)) == 0

@@ -198,6 +198,31 @@ def test_misfire_runs_latest_missed_tick_once_within_grace(
     assert schedule_row(db, sid).next_fire_at == datetime(2024, 11, 1, 5, tzinfo=UTC)
 
 
+def test_tick_missed_within_the_misfire_threshold_is_recorded(
+    db: Database,
+    settings: Settings,
+    experiment: str,
+    make_scheduler: MakeScheduler,
+    clock: FakeClock,
+) -> None:
+    """Down over 01:00 but back 45 s later (threshold 60 s): runs as usual, but says so."""
+    sched = make_scheduler(clock)  # default: 60 s threshold, 5 s ticks
+    sid = create(db, settings, clock.now(), name="blip", cron="0 * * * *", overlap_policy="allow")
+    clock.set(datetime(2024, 11, 1, 1, 0, 45, tzinfo=UTC))
+    sched.fire_due()
+    (ex,) = executions(db, sid)
+    assert (ex.trigger, ex.status) == ("cron", "queued")
+    assert ex.scheduled_time == datetime(2024, 11, 1, 1, tzinfo=UTC)
+    message = ex.message or ""
+    assert "Late: the scheduler reached this tick 45 s after its time" in message
+    assert "2024-11-01 01:00:00 UTC" in message and "60 s misfire threshold" in message
+    # A tick reached on time by a running scheduler carries no note.
+    clock.set(datetime(2024, 11, 1, 2, 0, 3, tzinfo=UTC))
+    sched.fire_due()
+    on_time = [r for r in executions(db, sid) if r.scheduled_time.hour == 2]
+    assert len(on_time) == 1 and on_time[0].message is None
+
+
 def test_misfire_outside_grace_is_recorded_as_skipped(
     db: Database,
     settings: Settings,

@@ -186,7 +186,9 @@ def approve(
     with ctx.write() as s:
         service.refresh(s, request_id)
     with ctx.write() as s:
-        req = service.approve(s, ctx.principal, request_id, (body.comment if body else None))
+        req = service.approve(
+            s, ctx.principal, request_id, (body.comment if body else None), state=ctx.state
+        )
         return views.request_detail(s, ctx.principal, req)
 
 

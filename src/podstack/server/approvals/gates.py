@@ -8,7 +8,8 @@ Grammar (one condition per gate)::
 ``op`` is one of ``>= > <= < == !=``. A metric name is letters, digits and ``_ - . / :``, or
 any text in backticks (`` `val loss` <= 0.3``). A version's metrics are its validation
 metrics (``log_model_version_metrics``) over its source run's final metrics, validation
-winning when both have a key.
+winning when both have a key, counting only metrics the requester cannot have written
+(see ``versions.py``: an ended run's metrics, others' validation metrics).
 
 "Beat production" passes when the model has no other version in Production, or that version
 lacks the metric (nothing to beat); the result says so.
@@ -173,8 +174,9 @@ def evaluate(
             False,
             None,
             None,
-            f"The version has no metric {gate.metric!r}; log it (as a validation metric or on "
-            "the source run) before requesting this transition.",
+            f"The version has no usable metric {gate.metric!r}. Gates read the source run's "
+            "metrics once the run has ended, and validation metrics logged by someone other "
+            "than the requester; have a reviewer or an evaluation job log it, or end the run.",
         )
     if gate.against_production:
         if production is None:
@@ -230,6 +232,13 @@ def _compare(op: str, a: float, b: float) -> bool:
 
 def _show(v: float) -> str:
     return f"{v:.6g}"
+
+
+def failure_summary(results: Sequence[GateResult]) -> str:
+    """The failing gates' messages as one text. Each message is a full sentence (or several)
+    ending in a period; joined by spaces, not "; ", so the text never reads ".;"."""
+    parts = [r.message.strip() for r in results if not r.passed]
+    return " ".join(p if p.endswith((".", "!", "?")) else p + "." for p in parts)
 
 
 def evaluate_all(

@@ -66,6 +66,10 @@ class ApprovalPolicy(Base):
         ForeignKey("registered_models.id", ondelete="CASCADE")
     )
     gated_stages: Mapped[list[str]] = mapped_column(JSONType, default=list)
+    # Alias names whose set/move/delete needs approval (like a gated stage).
+    gated_aliases: Mapped[list[str]] = mapped_column(
+        JSONType, default=list, server_default=text("'[]'")
+    )
     reviewer_users: Mapped[list[str]] = mapped_column(JSONType, default=list)
     reviewer_groups: Mapped[list[str]] = mapped_column(JSONType, default=list)
     required_approvals: Mapped[int] = mapped_column(Integer, default=1)
@@ -80,10 +84,18 @@ class ApprovalRequest(Base):
         Index("ix_approval_requests_status_created", "status", "created_at", "id"),
         Index("ix_approval_requests_created", "created_at", "id"),
         Index("ix_approval_requests_model", "model_name", "status"),
-        # At most one open request per version (also under concurrent requesters).
+        # At most one open stage request per version (also under concurrent requesters).
         Index(
             "uq_approval_requests_pending_version",
             "version_id",
+            unique=True,
+            sqlite_where=text("status = 'pending' AND kind = 'stage'"),
+            postgresql_where=text("status = 'pending' AND kind = 'stage'"),
+        ),
+        # At most one open deployment/alias request per endpoint or alias.
+        Index(
+            "uq_approval_requests_pending_subject",
+            "subject",
             unique=True,
             sqlite_where=text("status = 'pending'"),
             postgresql_where=text("status = 'pending'"),
@@ -91,6 +103,12 @@ class ApprovalRequest(Base):
     )
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    # stage (a stage transition) | deployment (what a production endpoint serves) | alias
+    kind: Mapped[str] = mapped_column(String(16), default="stage", server_default="stage")
+    # What a deployment/alias request changes ("deployment:<endpoint>", "alias:<model>/<a>").
+    subject: Mapped[str | None] = mapped_column(String(300))
+    # The change to carry out once approved (deployment/alias requests), as plain JSON.
+    action: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
     model_id: Mapped[int | None] = mapped_column(
         ForeignKey("registered_models.id", ondelete="SET NULL")
     )

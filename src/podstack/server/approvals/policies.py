@@ -28,7 +28,6 @@ from podstack.server.approvals.models import (
 from podstack.server.audit import service as audit
 from podstack.server.auth import service as auth_service
 from podstack.server.db.base import utcnow
-from podstack.server.registry import repository as registry_repo
 from podstack.server.registry import service as registry
 from podstack.server.registry.models import RegisteredModel
 
@@ -170,6 +169,7 @@ class Policy:
     reviewer_groups: list[str] = field(default_factory=list)
     required_approvals: int = 1
     gates: list[str] = field(default_factory=list)
+    gated_aliases: list[str] = field(default_factory=list)
     updated_by: str | None = None
     updated_at: datetime | None = None
 
@@ -188,6 +188,7 @@ def _from_row(row: ApprovalPolicy | None, model_name: str | None, source: str) -
         reviewer_groups=list(row.reviewer_groups or []),
         required_approvals=row.required_approvals,
         gates=list(row.gates or []),
+        gated_aliases=list(row.gated_aliases or []),
         updated_by=row.updated_by,
         updated_at=row.updated_at,
     )
@@ -212,7 +213,7 @@ def list_policies(s: Session) -> list[Policy]:
     rows = repo.list_policies(s)
     out = [_from_row(repo.get_policy(s, DEFAULT_SCOPE), None, "default")]
     ids = [r.model_id for r in rows if r.model_id is not None]
-    names = {m.id: m.name for m in registry_repo.models_by_ids(s, ids).values()} if ids else {}
+    names = {m.id: m.name for m in registry.models_by_ids(s, ids).values()} if ids else {}
     for r in rows:
         if r.model_id is not None and r.model_id in names:
             out.append(_from_row(r, names[r.model_id], "model"))
@@ -222,7 +223,7 @@ def list_policies(s: Session) -> list[Policy]:
 def _policy_label(s: Session, p: ApprovalPolicy) -> str:
     if p.model_id is None:
         return "the default"
-    found = registry_repo.models_by_ids(s, [p.model_id])
+    found = registry.models_by_ids(s, [p.model_id])
     return f"model {found[p.model_id].name!r}" if p.model_id in found else "a deleted model"
 
 
@@ -258,7 +259,18 @@ def _validated(s: Session, body: sch.ApprovalPolicyIn) -> dict[str, object]:
                 {"field": "required_approvals", "required": n, "reviewers": m},
             )
     parsed = gate_rules.parse_all(body.gates)
+    aliases: list[str] = []
+    for a in body.gated_aliases:
+        try:
+            registry.validate_alias(a)
+        except ValidationFailed as exc:
+            raise ValidationFailed(
+                f"gated_aliases: {exc.message}", {"field": "gated_aliases", **exc.details}
+            ) from None
+        if a not in aliases:
+            aliases.append(a)
     return {
+        "gated_aliases": sorted(aliases),
         "gated_stages": stages,
         "reviewer_users": users,
         "reviewer_groups": groups,
@@ -315,4 +327,5 @@ def _audit_doc(row: ApprovalPolicy) -> dict[str, object]:
         "reviewer_groups": list(row.reviewer_groups or []),
         "required_approvals": row.required_approvals,
         "gates": list(row.gates or []),
+        "gated_aliases": list(row.gated_aliases or []),
     }

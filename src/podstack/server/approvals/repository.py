@@ -100,9 +100,28 @@ def get_request(s: Session, request_id: str, *, for_update: bool = False) -> App
 
 def pending_for_version(s: Session, version_id: int) -> ApprovalRequest | None:
     q = select(ApprovalRequest).where(
-        ApprovalRequest.version_id == version_id, ApprovalRequest.status == "pending"
+        ApprovalRequest.version_id == version_id,
+        ApprovalRequest.status == "pending",
+        ApprovalRequest.kind == "stage",
     )
     return s.scalar(q)
+
+
+def pending_for_subject(s: Session, subject: str) -> ApprovalRequest | None:
+    q = select(ApprovalRequest).where(
+        ApprovalRequest.subject == subject, ApprovalRequest.status == "pending"
+    )
+    return s.scalar(q.with_for_update())
+
+
+def approved_for_version(s: Session, version_id: int) -> list[ApprovalRequest]:
+    """Approved deployment/alias requests that put this version forward."""
+    q = select(ApprovalRequest).where(
+        ApprovalRequest.version_id == version_id,
+        ApprovalRequest.status == "approved",
+        ApprovalRequest.kind != "stage",
+    )
+    return list(s.scalars(q))
 
 
 def pending_by_number(

@@ -1,6 +1,6 @@
 """Read models of approval requests: the wire objects for lists and the detail page (votes,
 comments, gate results evaluated now, the version's metrics beside Production's, and what
-the caller may do). Rules live in ``service.py``."""
+the caller may do). Rules live in ``service.py`` (and the modules it re-exports)."""
 
 from __future__ import annotations
 
@@ -10,9 +10,10 @@ from sqlalchemy.orm import Session
 
 from podstack.schemas import approvals as sch
 from podstack.server.approvals import repository as repo
-from podstack.server.approvals import service, versions
+from podstack.server.approvals import requests, versions
 from podstack.server.approvals.models import ApprovalRequest
 from podstack.server.auth.principal import Principal
+from podstack.server.registry.models import ModelVersion
 
 
 def request_views(s: Session, reqs: Sequence[ApprovalRequest]) -> list[sch.ApprovalRequest]:
@@ -23,7 +24,7 @@ def request_views(s: Session, reqs: Sequence[ApprovalRequest]) -> list[sch.Appro
     for r in reqs:
         key = (tuple(r.reviewer_users or ()), tuple(r.reviewer_groups or ()))
         if key not in resolved:
-            resolved[key] = service.reviewers_of(s, r)
+            resolved[key] = requests.reviewers_of(s, r)
         approved_by = [v.reviewer for v in votes[r.id] if v.decision == "approve"]
         view = sch.ApprovalRequest.model_validate(r)
         view.approvals = len(approved_by)
@@ -41,23 +42,33 @@ def request_detail(
     detail = sch.ApprovalRequestDetail(**base.model_dump())
     detail.votes = [sch.ApprovalVote.model_validate(v) for v in repo.votes_of(s, [req.id])[req.id]]
     detail.comments = [sch.ApprovalComment.model_validate(c) for c in repo.comments_of(s, req.id)]
-    mv = service.version_row(s, req)
+    mv = requests.version_row(s, req)
     if mv is not None:
-        prod = versions.production_metrics(s, mv)
+        prod = versions.production_metrics(s, mv, req.requester)
+        prod_mv = versions.production_version(s, mv)
         detail.metrics = sch.MetricsComparison(
             version=mv.version,
-            metrics=versions.version_metrics(s, mv),
+            metrics=versions.version_metrics(s, mv, req.requester),
             production_version=prod[0] if prod else None,
             production_metrics=prod[1] if prod else {},
+            provenance=_provenance(s, mv, req.requester),
+            production_provenance=_provenance(s, prod_mv, req.requester) if prod_mv else [],
         )
     if req.status == "pending":
-        state = service.evaluate(s, req)
+        state = requests.evaluate(s, req)
         detail.current_gate_results = [
             sch.GateResult.model_validate(g.as_dict()) for g in state.results
         ]
         detail.blocked_reason = state.stale_reason
     detail.allowed_actions = allowed_actions(s, principal, req, base.reviewers)
     return detail
+
+
+def _provenance(s: Session, mv: ModelVersion, requester: str) -> list[sch.MetricProvenance]:
+    return [
+        sch.MetricProvenance.model_validate(x.as_dict())
+        for x in versions.metric_sources(s, mv, requester)
+    ]
 
 
 def allowed_actions(

@@ -1,4 +1,4 @@
-"""REST adapter for run artifacts: streamed uploads, listings, streamed downloads.
+"""REST adapter for run artifacts: streamed uploads, listings, streamed (and ranged) downloads.
 
 The upload endpoint is ``async`` on purpose: it pulls the raw body chunk by chunk from
 ``request.stream()`` into the blob store, so memory stays at one chunk whatever the size
@@ -10,20 +10,20 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from functools import partial
 from typing import Annotated, TypeVar
-from urllib.parse import quote
 
 import anyio.to_thread
 from fastapi import APIRouter, Header, Query, Request, Response
 from fastapi.responses import StreamingResponse
 
-from podstack.errors import ChecksumMismatch, IntegrityError, PodstackError, ValidationFailed
+from podstack.errors import ChecksumMismatch, IntegrityError, ValidationFailed
+from podstack.schemas.artifact_paths import validate_artifact_path
 from podstack.schemas.artifacts import ArtifactEntry, ArtifactFile
 from podstack.schemas.common import Page
 from podstack.server.artifacts import service
-from podstack.server.artifacts.paths import validate_artifact_path
+from podstack.server.artifacts.responses import DOWNLOAD_RESPONSES, OCTET_STREAM, blob_download
 from podstack.server.artifacts.store import BlobStore, StoredBlob
 from podstack.server.deps import Ctx, EditorCtx, ViewerCtx
 
@@ -32,10 +32,6 @@ router = APIRouter(tags=["artifacts"])
 
 _SHA256 = re.compile(r"^[0-9a-fA-F]{64}$")
 T = TypeVar("T")
-
-OCTET_STREAM = {
-    "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}
-}
 
 
 async def _in_thread(fn: Callable[[], T]) -> T:
@@ -116,20 +112,10 @@ def list_artifacts(
         return Page(items=items, next_page_token=token)
 
 
-def _verified_chunks(store: BlobStore, sha256: str, run_id: str, path: str) -> Iterator[bytes]:
-    try:
-        yield from store.iter_blob(sha256, verify=True)
-    except PodstackError as exc:
-        # Headers are already sent, so the status cannot change: the connection is cut
-        # before the last chunk and the client sees an incomplete body, never a bad file.
-        log.error("aborting download of %s/%s: %s", run_id, path, exc)
-        raise
-
-
 @router.get(
     "/runs/{run_id}/artifacts/{path:path}",
     response_class=StreamingResponse,
-    responses={200: OCTET_STREAM, 304: {"description": "Not modified (If-None-Match)"}},
+    responses=DOWNLOAD_RESPONSES,
     summary="Download one artifact file (streamed, verified against its sha256)",
 )
 def download_artifact(
@@ -137,33 +123,12 @@ def download_artifact(
     path: str,
     ctx: ViewerCtx,
     if_none_match: Annotated[str | None, Header()] = None,
+    range: Annotated[str | None, Header(description="bytes=N- to resume a download")] = None,
 ) -> Response:
     with ctx.read() as s:
         row = service.get_file(s, run_id, path)
         size, sha256 = row.size, row.sha256
-    etag = f'"{sha256}"'
-    headers = {"ETag": etag, "X-Content-SHA256": sha256}
-    if if_none_match and etag in [t.strip() for t in if_none_match.split(",")]:
-        return Response(status_code=304, headers=headers)
-    store: BlobStore = ctx.state.store
-    blob = store.path_for(sha256)
-    try:
-        on_disk = blob.stat().st_size
-    except FileNotFoundError:
-        on_disk = None
-    if on_disk != size:
-        # Caught before any byte is sent, so this one can still be a proper error response.
-        raise IntegrityError(
-            f"The stored content of {path!r} in run {run_id} is "
-            + ("missing" if on_disk is None else f"damaged ({on_disk} bytes instead of {size})")
-            + "; the artifact store was changed outside Podstack.",
-            {"run_id": run_id, "path": path, "sha256": sha256},
-        )
-    name = path.rsplit("/", 1)[-1]
-    headers["Content-Length"] = str(size)
-    headers["Content-Disposition"] = f"attachment; filename*=UTF-8''{quote(name)}"
-    return StreamingResponse(
-        _verified_chunks(store, sha256, run_id, path),
-        media_type="application/octet-stream",
-        headers=headers,
-    )
+    where = f"{path!r} in run {run_id}"
+    details = {"run_id": run_id, "path": path, "sha256": sha256}
+    conditional = (if_none_match, range)
+    return blob_download(ctx.state.store, sha256, size, path, conditional, log, where, details)

@@ -14,7 +14,8 @@ class ArtifactFile(Base):
     __tablename__ = "artifact_files"
 
     run_id: Mapped[str] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True)
-    # Relative POSIX path inside the run's artifact tree, validated by artifacts.paths.
+    # Relative POSIX path inside the run's artifact tree, validated by
+    # podstack.schemas.artifact_paths.
     path: Mapped[str] = mapped_column(Text, primary_key=True)
     size: Mapped[int] = mapped_column(BigInteger)
     sha256: Mapped[str] = mapped_column(String(64), index=True)

@@ -10,10 +10,10 @@ from __future__ import annotations
 from sqlalchemy.orm import Session
 
 from podstack.errors import Conflict, NotFound
+from podstack.schemas.artifact_paths import parent_dirs, validate_artifact_path
 from podstack.schemas.artifacts import ArtifactEntry, ArtifactFile, ManifestEntry
 from podstack.server.artifacts import repository as repo
 from podstack.server.artifacts.models import ArtifactFile as ArtifactRow
-from podstack.server.artifacts.paths import parent_dirs, validate_artifact_path
 from podstack.server.artifacts.store import StoredBlob
 from podstack.server.audit import service as audit
 from podstack.server.pagination import clamp_limit, decode_token, encode_token

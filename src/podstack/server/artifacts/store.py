@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from podstack.errors import IntegrityError, NotFound, PayloadTooLarge
+from podstack.server import file_modes
 
 CHUNK = 1024 * 1024
 # An upload cut off by a crash (SIGKILL, power loss) leaves its temp file behind. A live upload
@@ -71,7 +72,7 @@ class _Writer:
             # grace period, and this one is about to be referenced by a new row.
             os.utime(final)
         else:
-            final.parent.mkdir(parents=True, exist_ok=True)
+            file_modes.private_dirs(final.parent)
             os.replace(self.tmp, final)
             _fsync_dir(final.parent)
         return StoredBlob(digest, self.size)
@@ -96,8 +97,9 @@ class BlobStore:
         self.root = Path(root)
         self.blobs = self.root / "blobs" / "sha256"
         self.tmp_dir = self.root / "tmp"
-        self.blobs.mkdir(parents=True, exist_ok=True)
-        self.tmp_dir.mkdir(parents=True, exist_ok=True)
+        # Owner-only directories (blob files are 0600: mkstemp creates them so).
+        file_modes.private_dirs(self.blobs)
+        file_modes.private_dirs(self.tmp_dir)
         self.sweep_tmp()
 
     def sweep_tmp(self, older_than_seconds: float = TMP_GRACE_SECONDS) -> int:

@@ -24,6 +24,10 @@ class User(Base):
     failed_logins: Mapped[int] = mapped_column(Integer, default=0)
     locked_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # Browser sessions carry the value they were signed in under (deps.py ``authenticate``);
+    # sign-out, a password, role change or disabling bumps it, which ends every session
+    # signed in before.
+    session_generation: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
     tokens: Mapped[list[ApiToken]] = relationship(back_populates="user", cascade="all, delete")
 
@@ -38,8 +42,10 @@ class ApiToken(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
     name: Mapped[str] = mapped_column(String(128))
-    # First characters of the token, shown in lists so people can tell tokens apart.
-    prefix: Mapped[str] = mapped_column(String(16))
+    # First characters of a generated ``pst_`` token, shown in lists so people can tell tokens
+    # apart. NULL for a value someone chose (PODSTACK_ADMIN_TOKEN): its first characters
+    # would be a real piece of a secret that may be used elsewhere.
+    prefix: Mapped[str | None] = mapped_column(String(16))
     # sha256 of the full token. Tokens are 256-bit random, so a fast hash is safe and
     # lets us look a token up by hash in one indexed query.
     token_hash: Mapped[str] = mapped_column(String(64), unique=True)

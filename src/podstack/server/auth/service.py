@@ -150,6 +150,18 @@ def create_user(
     return user
 
 
+def end_browser_sessions(user: User) -> None:
+    """Every browser session of ``user`` signed in before this stops working (deps.py
+    ``check_session`` compares the generation). In SQL, so concurrent bumps do not merge."""
+    user.session_generation = User.session_generation + 1  # type: ignore[assignment]
+
+
+def sign_out(session: Session, user: User) -> None:
+    """``POST /logout``: ends all of the user's browser sessions (one counter per user)."""
+    end_browser_sessions(user)
+    audit.record(session, user.username, "user.sign_out", "user", user.username)
+
+
 def set_role(session: Session, actor: str, username: str, role: str) -> User:
     role = validate_role(role)
     user = get_user(session, username)
@@ -157,6 +169,7 @@ def set_role(session: Session, actor: str, username: str, role: str) -> User:
     if before == "admin" and role != "admin":
         _ensure_other_admin(session, user)
     user.role = role
+    end_browser_sessions(user)
     token_cache.mark_auth_changed(session)
     audit.record(
         session, actor, "user.set_role", "user", username, {"role": before}, {"role": role}
@@ -170,6 +183,8 @@ def set_disabled(session: Session, actor: str, username: str, disabled: bool) ->
         _ensure_other_admin(session, user)
     before = user.disabled
     user.disabled = disabled
+    if disabled:
+        end_browser_sessions(user)
     token_cache.mark_auth_changed(session)
     audit.record(
         session,
@@ -186,6 +201,7 @@ def set_disabled(session: Session, actor: str, username: str, disabled: bool) ->
 def set_password(session: Session, actor: str, username: str, password: str) -> User:
     user = get_user(session, username)
     user.password_hash = hash_password(password)
+    end_browser_sessions(user)
     audit.record(session, actor, "user.set_password", "user", username)
     return user
 
@@ -195,6 +211,7 @@ def clear_password(session: Session, actor: str, username: str) -> User:
     user = get_user(session, username)
     if user.password_hash is not None:
         user.password_hash = None
+        end_browser_sessions(user)
         audit.record(session, actor, "user.clear_password", "user", username)
     return user
 
@@ -248,22 +265,46 @@ def _ensure_other_admin(session: Session, user: User) -> None:
         raise Conflict("Refusing to remove the last active admin.", {"username": user.username})
 
 
+_dummy_hash: str | None = None
+
+
+def _verify_dummy(password: str) -> None:
+    """One argon2 verification that always fails: the same work as checking a real password,
+    so the time taken does not tell an unknown or locked account from a real one."""
+    global _dummy_hash
+    if _dummy_hash is None:
+        _dummy_hash = _hasher.hash(secrets.token_urlsafe(16))
+    try:
+        _hasher.verify(_dummy_hash, password)
+    except (VerificationError, InvalidHashError):
+        pass
+
+
+def sign_in_refused(max_failures: int, lockout_seconds: int) -> Unauthenticated:
+    """The one answer to every refused password sign-in. Unknown user, wrong password, disabled
+    or locked account all read the same (message, status, no details), so nobody can tell which
+    usernames exist by failing a few times and watching for a lockout message."""
+    minutes = max(1, round(lockout_seconds / 60))
+    return Unauthenticated(
+        f"Wrong username or password. After {max_failures} failed attempts in a row an "
+        f"account is locked for {minutes} minute{'s' if minutes != 1 else ''}."
+    )
+
+
 def authenticate_password(
     session: Session, username: str, password: str, *, max_failures: int, lockout_seconds: int
 ) -> User:
     """Checks a password; locks the account for a while after repeated failures."""
     user = session.scalar(select(User).where(User.username == username))
     now = utcnow()
-    generic = Unauthenticated("Wrong username or password.")
+    generic = sign_in_refused(max_failures, lockout_seconds)
     if user is None or user.disabled or not user.password_hash:
-        # Spend the same time as a real check so usernames cannot be probed by timing.
-        _hasher.hash("timing-equaliser")
+        _verify_dummy(password)
         raise generic
     if user.locked_until and user.locked_until > now:
-        raise Unauthenticated(
-            "Too many failed sign-ins; try again later.",
-            {"retry_after_seconds": int((user.locked_until - now).total_seconds()) + 1},
-        )
+        # Locked: refused like any wrong password (even the right one, until the lock ends).
+        _verify_dummy(password)
+        raise generic
     try:
         _hasher.verify(user.password_hash, password)
     except (VerificationError, InvalidHashError):
@@ -309,7 +350,9 @@ def create_token(
     tok = ApiToken(
         user_id=user.id,
         name=name,
-        prefix=raw[:8],
+        # Only a generated token has a prefix worth showing; a chosen value's first characters
+        # are part of a secret that may be used elsewhere.
+        prefix=raw[:8] if value is None else None,
         token_hash=digest,
         scope=scope,
         created_at=utcnow(),
@@ -535,6 +578,14 @@ def principal_for_user(user: User) -> Principal:
 def bootstrap_admin(session: Session, admin_token: str | None) -> str | None:
     """Creates ``admin`` on a server with no users. Returns the token to print, if random."""
     if count_users(session) > 0:
+        if admin_token:
+            # Servers before the prefix rule stored the chosen token's first characters.
+            session.execute(
+                update(ApiToken)
+                .where(ApiToken.token_hash == hash_token(admin_token), ApiToken.prefix.is_not(None))
+                .values(prefix=None)
+                .execution_options(synchronize_session=False)
+            )
         return None
     create_user(session, "system", "admin", role="admin")
     if admin_token:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -15,6 +15,7 @@ from sqlalchemy.exc import DataError, DBAPIError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from podstack.errors import ServiceUnavailable, ValidationFailed
+from podstack.server import file_modes
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 log = logging.getLogger("podstack.server.db")
@@ -28,7 +29,9 @@ def make_engine(url: str, *, pool_size: int = 10) -> Engine:
             engine = create_engine(url, connect_args={"check_same_thread": False})
             _configure_sqlite(engine)
             return engine
-        Path(path).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        # Created 0600 (parents 0700) before SQLite opens it: the database holds password and
+        # token hashes, and SQLite gives its -wal/-shm files the database file's mode.
+        file_modes.ensure_private_file(Path(path))
         engine = create_engine(
             url,
             connect_args={"check_same_thread": False, "timeout": SQLITE_BUSY_TIMEOUT_MS / 1000},
@@ -69,6 +72,50 @@ def _configure_sqlite(engine: Engine) -> None:
             conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
+_EFFECTS = "podstack_on_commit"
+_READY = "podstack_on_commit_ready"
+_DATABASE = "podstack_database"
+
+
+def on_commit(session: Session, fn: Callable[[], None]) -> None:
+    """Runs ``fn`` once this session's transaction has committed (start a model server, wake
+    the scheduler): never for work that was rolled back, and never when the scope commits only
+    to keep what a refusal opened (``keep_writes``, see ``Database.session``)."""
+    session.info.setdefault(_EFFECTS, []).append(fn)
+
+
+def database_of(session: Session) -> Database | None:
+    """The ``Database`` whose scope opened this session (what an after-commit effect acts on);
+    None for a session opened outside ``Database.session``."""
+    return session.info.get(_DATABASE)
+
+
+@event.listens_for(Session, "after_commit")
+def _committed(session: Session) -> None:
+    effects = session.info.pop(_EFFECTS, [])
+    if _DATABASE in session.info:
+        # The scope runs them once the session is closed, its connection back in the pool (a
+        # stop waits up to 30 s for the model server to go).
+        session.info.setdefault(_READY, []).extend(effects)
+    else:
+        _run(effects)
+
+
+def _run(effects: list[Callable[[], None]]) -> None:
+    for fn in effects:
+        try:
+            fn()
+        except Exception:
+            # The data is committed; a failed side effect must not turn the answer into an
+            # error (the background loops converge what a missed nudge left behind).
+            log.exception("after-commit side effect failed")
+
+
+@event.listens_for(Session, "after_rollback")
+def _drop_effects(session: Session) -> None:
+    session.info.pop(_EFFECTS, None)
+
+
 class Database:
     """Owns the engine and hands out sessions; commit/rollback happen only here."""
 
@@ -88,6 +135,7 @@ class Database:
     def session(self, *, readonly: bool = False) -> Iterator[Session]:
         factory = self._read if readonly else self._write
         session = factory()
+        session.info[_DATABASE] = self
         try:
             yield session
             if readonly:
@@ -123,11 +171,20 @@ class Database:
                     {"reason": type(exc.orig).__name__ if exc.orig else "unknown"},
                 ) from exc
             raise
-        except BaseException:
-            session.rollback()
+        except BaseException as exc:
+            if getattr(exc, "keep_writes", False) and not readonly:
+                # A refusal that opened something to keep (errors.ApprovalPending: the approval
+                # request for a change that needs review) commits what was written so far; the
+                # side effects of the refused change itself do not happen.
+                session.info.pop(_EFFECTS, None)
+                session.commit()
+            else:
+                session.rollback()
             raise
         finally:
+            session.info.pop(_EFFECTS, None)
             session.close()
+            _run(session.info.pop(_READY, []))
 
     def dispose(self) -> None:
         self.engine.dispose()

@@ -36,10 +36,10 @@ def create_deployment(
     body: sch.DeploymentCreate, ctx: EditorCtx, request: Request
 ) -> sch.Deployment:
     with ctx.write() as s:
-        d = service.create_deployment(s, ctx.actor, body, ctx.settings, ctx.state.store)
-        out = _view(ctx, request, s, d)
-    get_manager(ctx.state).submit(out.id)
-    return out
+        d = service.create_deployment(
+            s, ctx.actor, body, ctx.settings, ctx.state.store, principal=ctx.principal
+        )
+        return _view(ctx, request, s, d)
 
 
 @router.get("/deployments", response_model=Page[sch.Deployment])
@@ -76,27 +76,33 @@ def update_deployment(
     name: str, body: sch.DeploymentUpdate, ctx: EditorCtx, request: Request
 ) -> sch.Deployment:
     with ctx.write() as s:
-        d = service.update_deployment(s, ctx.actor, name, body, ctx.settings, ctx.state.store)
-        out = _view(ctx, request, s, d)
-    get_manager(ctx.state).submit(out.id)
-    return out
+        d = service.update_deployment(
+            s, ctx.actor, name, body, ctx.settings, ctx.state.store, principal=ctx.principal
+        )
+        return _view(ctx, request, s, d)
 
 
 @router.post("/deployments/{name}/rollback", response_model=sch.Deployment)
 def rollback_deployment(name: str, ctx: EditorCtx, request: Request) -> sch.Deployment:
     with ctx.write() as s:
-        out = _view(ctx, request, s, service.rollback_deployment(s, ctx.actor, name))
-    get_manager(ctx.state).submit(out.id)
-    return out
+        d = service.rollback_deployment(
+            s,
+            ctx.actor,
+            name,
+            principal=ctx.principal,
+            settings=ctx.settings,
+            store=ctx.state.store,
+        )
+        return _view(ctx, request, s, d)
 
 
 @router.post("/deployments/{name}/stop", response_model=sch.Deployment)
 def stop_deployment(name: str, ctx: EditorCtx, request: Request) -> sch.Deployment:
     with ctx.write() as s:
-        out = _view(ctx, request, s, service.set_desired_state(s, ctx.actor, name, "stopped"))
-    mgr = get_manager(ctx.state)
-    mgr.submit(out.id)
-    mgr.wait_idle(timeout=30)
+        service.set_desired_state(
+            s, ctx.actor, name, "stopped", settings=ctx.settings, store=ctx.state.store
+        )
+    # The stop waited for the model server to be gone: answer with the stopped deployment.
     with ctx.read() as s:
         return _view(ctx, request, s, service.get(s, name))
 
@@ -104,16 +110,19 @@ def stop_deployment(name: str, ctx: EditorCtx, request: Request) -> sch.Deployme
 @router.post("/deployments/{name}/start", response_model=sch.Deployment)
 def start_deployment(name: str, ctx: EditorCtx, request: Request) -> sch.Deployment:
     with ctx.write() as s:
-        out = _view(ctx, request, s, service.set_desired_state(s, ctx.actor, name, "running"))
-    get_manager(ctx.state).submit(out.id)
-    return out
+        d = service.set_desired_state(
+            s, ctx.actor, name, "running", settings=ctx.settings, store=ctx.state.store
+        )
+        return _view(ctx, request, s, d)
 
 
 @router.delete("/deployments/{name}", status_code=204)
 def delete_deployment(name: str, ctx: EditorCtx) -> Response:
     with ctx.write() as s:
-        target, runtime = service.delete_deployment(s, ctx.actor, name)
-    get_manager(ctx.state).stop_runtime(target, name, runtime)
+        store = ctx.state.store
+        service.delete_deployment(
+            s, ctx.actor, name, principal=ctx.principal, settings=ctx.settings, store=store
+        )
     return Response(status_code=204)
 
 

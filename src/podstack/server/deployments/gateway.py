@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 
 import httpx
 
+from podstack.server import egress
+from podstack.server.deployments import outbound
 from podstack.server.deployments.manager import DeploymentManager
 
 # Passed through both ways: the binary tensor data extension's JSON header length.
@@ -52,6 +54,8 @@ def forward(
             )
         with mgr.track(route.key):
             try:
+                # Through the egress gate: a KServe URL must pass it (or be allowed by
+                # PODSTACK_OUTBOUND_ALLOW); a local model server passes as this server's child.
                 resp = mgr.http.request(
                     method,
                     f"{route.base_url.rstrip('/')}/v2{path}",
@@ -66,6 +70,14 @@ def forward(
                 return v2_error(f"Deployment {name!r} is unreachable: {type(exc).__name__}.", 503)
             except httpx.TimeoutException:
                 return v2_error(f"Deployment {name!r} did not answer in time.", 504)
+            except egress.Refused as exc:
+                # Nothing was sent. 502: the gateway will not call what serves it.
+                return v2_error(
+                    outbound.refused_message(
+                        f"The endpoint URL of deployment {name!r}", route.base_url, exc
+                    ),
+                    502,
+                )
         extra = (
             {HEADER_LENGTH: resp.headers[HEADER_LENGTH]} if HEADER_LENGTH in resp.headers else {}
         )

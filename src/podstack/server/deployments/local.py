@@ -25,8 +25,11 @@ from typing import Any
 import httpx
 
 from podstack.errors import ValidationFailed
-from podstack.server.artifacts.paths import safe_join
+from podstack.schemas.artifact_paths import safe_join
+from podstack.server import egress, file_modes
+from podstack.server.child_env import safe_child_env
 from podstack.server.db.base import new_id
+from podstack.server.deployments import outbound
 from podstack.server.deployments.targets import (
     LOCAL,
     Probe,
@@ -131,21 +134,25 @@ class LocalTarget(Target):
     def ready_timeout(self) -> float:
         return float(self.config.get("ready_timeout_seconds", DEFAULT_READY_TIMEOUT))
 
-    def validate(self, gpu_type: str | None, min_replicas: int, max_replicas: int) -> str | None:
-        canonical = super().validate(gpu_type, min_replicas, max_replicas)
+    def check(
+        self, gpu_type: str | None, min_replicas: int, max_replicas: int
+    ) -> tuple[str | None, list[ValidationFailed]]:
+        canonical, problems = super().check(gpu_type, min_replicas, max_replicas)
         if min_replicas < 1 or max_replicas > self.max_workers:
-            raise ValidationFailed(
-                f"Replicas out of range for target {self.name!r}: it runs min_replicas worker "
-                f"processes, so min_replicas must be at least 1 and max_replicas at most "
-                f"{self.max_workers} (got min_replicas={min_replicas}, "
-                f"max_replicas={max_replicas}).",
-                {
-                    "min_replicas": min_replicas,
-                    "max_replicas": max_replicas,
-                    "max": self.max_workers,
-                },
+            problems.append(
+                ValidationFailed(
+                    f"Replicas out of range for target {self.name!r}: it runs min_replicas "
+                    f"worker processes, so min_replicas must be at least 1 and max_replicas at "
+                    f"most {self.max_workers} (got min_replicas={min_replicas}, "
+                    f"max_replicas={max_replicas}).",
+                    {
+                        "min_replicas": min_replicas,
+                        "max_replicas": max_replicas,
+                        "max": self.max_workers,
+                    },
+                )
             )
-        return canonical
+        return canonical, problems
 
     # ---------------------------------------------------------------- files
 
@@ -159,13 +166,15 @@ class LocalTarget(Target):
         tmp = root.with_name(root.name + f".tmp-{os.getpid()}-{time.monotonic_ns()}")
         for rel, sha in spec.files:
             dest = safe_join(tmp, rel)
-            dest.parent.mkdir(parents=True, exist_ok=True)
+            file_modes.private_dirs(dest.parent)
             src = self.store.path_for(sha)
             try:
                 os.link(src, dest)
             except OSError:
                 shutil.copyfile(src, dest)
-        (tmp / ".complete").write_text("ok")
+                dest.chmod(file_modes.FILE_MODE)
+        with file_modes.open_private(tmp / ".complete") as fh:
+            fh.write(b"ok")
         try:
             tmp.rename(root)
         except OSError:  # another process materialised it first
@@ -176,8 +185,7 @@ class LocalTarget(Target):
 
     def start(self, spec: RunSpec) -> dict[str, Any]:
         model_dir = self.materialise(spec)
-        logs = work_dir(self.settings) / "logs"
-        logs.mkdir(parents=True, exist_ok=True)
+        logs = file_modes.private_dirs(work_dir(self.settings) / "logs")
         reason = "could not start"
         for _ in range(_PORT_ATTEMPTS):
             instance = new_id("inst", 6)
@@ -202,10 +210,13 @@ class LocalTarget(Target):
             ]
             if spec.trusted:
                 cmd.append("--trusted")
-            env = dict(os.environ, PYTHONUNBUFFERED="1")
+            # No PODSTACK_* setting or server secret reaches the model server (it gets its
+            # settings on the command line) nor the storage credentials: it reads the
+            # materialised files above. One rule for every child process: child_env.
+            env = safe_child_env({"PYTHONUNBUFFERED": "1"})
             if spec.gpu_type is None:
                 env["CUDA_VISIBLE_DEVICES"] = ""
-            with open(log, "wb") as fh:
+            with file_modes.open_private(log) as fh:  # the log may show request data: 0600
                 proc = subprocess.Popen(
                     cmd,
                     stdin=subprocess.DEVNULL,
@@ -215,6 +226,8 @@ class LocalTarget(Target):
                     start_new_session=True,  # survives the Podstack server's restart
                 )
             _CHILDREN[proc.pid] = proc
+            # The one loopback address the egress gate lets this server call: its own child.
+            outbound.register_child(port, instance)
             runtime = {
                 "kind": LOCAL,
                 "pid": proc.pid,
@@ -243,22 +256,38 @@ class LocalTarget(Target):
                     f"(readiness timeout; log: {log})"
                 )
             _CHILDREN.pop(proc.pid, None)
+            outbound.forget_child(port, instance)
             if proc.returncode != 4:  # 4: port taken between choosing and binding; retry
                 raise StartFailed(reason)
         raise StartFailed(reason)
 
+    def _get(self, runtime: dict[str, Any], path: str, timeout: float) -> httpx.Response:
+        """Through the egress gate (outbound.py): only this server's own child passes."""
+        return outbound.shared(self.settings).request(
+            "GET", f"{self.base_url(runtime)}{path}", timeout=timeout
+        )
+
     def _answers(self, runtime: dict[str, Any], timeout: float) -> bool:
         try:
-            r = httpx.get(f"{self.base_url(runtime)}/v2", timeout=timeout)
+            r = self._get(runtime, "/v2", timeout)
             return r.status_code == 200 and r.json().get("instance") == runtime["instance"]
-        except (httpx.HTTPError, ValueError):
+        except (httpx.HTTPError, ValueError, egress.Refused):
             return False
 
     def alive(self, runtime: dict[str, Any]) -> bool:
         pid = int(runtime.get("pid") or 0)
-        return bool(pid) and _pid_alive(pid) and _cmdline_has(pid, runtime.get("instance", ""))
+        instance = runtime.get("instance", "")
+        ok = bool(pid) and _pid_alive(pid) and _cmdline_has(pid, instance)
+        if ok and runtime.get("port") and instance:
+            # Re-attached after a restart (or started by another server process on this
+            # machine): the process carries the instance id it was started with, so it is
+            # ours, and its port may be called.
+            outbound.register_child(int(runtime["port"]), str(instance))
+        return ok
 
     def stop(self, runtime: dict[str, Any]) -> None:
+        if runtime.get("port"):
+            outbound.forget_child(int(runtime["port"]), runtime.get("instance"))
         pid = int(runtime.get("pid") or 0)
         if not pid or not self.alive(runtime):
             _reap(pid)
@@ -283,9 +312,11 @@ class LocalTarget(Target):
             return Probe(False, None, "server process is not running")
         t0 = time.perf_counter()
         try:
-            r = httpx.get(f"{self.base_url(runtime)}/v2/health/ready", timeout=3.0)
+            r = self._get(runtime, "/v2/health/ready", 3.0)
         except httpx.HTTPError as exc:
             return Probe(False, None, f"readiness check failed: {type(exc).__name__}")
+        except egress.Refused as exc:
+            return Probe(False, None, f"readiness check not sent: {exc.reason}")
         ms = round((time.perf_counter() - t0) * 1000, 2)
         if r.status_code != 200:
             return Probe(False, ms, f"readiness check answered {r.status_code}")
@@ -308,6 +339,8 @@ def _reap(pid: int) -> None:
 def kill_runtime(runtime: dict[str, Any] | None) -> None:
     """Stops a local runtime without a target object (test cleanup, orphan removal)."""
     if runtime and runtime.get("kind") == LOCAL and runtime.get("pid"):
+        if runtime.get("port"):
+            outbound.forget_child(int(runtime["port"]), runtime.get("instance"))
         pid = int(runtime["pid"])
         if _pid_alive(pid) and _cmdline_has(pid, runtime.get("instance", "")):
             try:

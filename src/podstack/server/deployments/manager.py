@@ -29,8 +29,8 @@ from podstack.server.artifacts.store import BlobStore
 from podstack.server.config import Settings
 from podstack.server.db.base import new_id, utcnow
 from podstack.server.db.session import Database
+from podstack.server.deployments import outbound, service
 from podstack.server.deployments import repository as repo
-from podstack.server.deployments import service
 from podstack.server.deployments import targets as tg
 from podstack.server.deployments.models import Deployment
 from podstack.server.events import service as events
@@ -64,7 +64,8 @@ class DeploymentManager:
         self._running: set[str] = set()
         self._routes: dict[str, Route] = {}
         self._inflight: Counter[str] = Counter()
-        self.http = httpx.Client(timeout=httpx.Timeout(60.0, connect=5.0))
+        # The prediction proxy's pooled client, through the egress gate (outbound.py).
+        self.http = outbound.new_client(settings, httpx.Timeout(60.0, connect=5.0))
         _MANAGERS.add(self)
 
     # ---------------------------------------------------------------- scheduling
@@ -300,11 +301,26 @@ class DeploymentManager:
             if old is not None:
                 d.status = "ready"
                 d.status_reason = (
-                    f"Update to version {spec.version} failed: {reason}. Still serving version "
-                    f"{serving}."
+                    f"Rollout to v{spec.version} failed: {reason.rstrip('. ')}. Still serving "
+                    f"version {serving}."
                 )
+                # The rollout is over: what is wanted goes back to what serves, so the
+                # deployment does not show (or retry) the failed version as its target; the
+                # failure stays visible in ``rollout`` until the next action. Unless a newer
+                # request changed what is wanted meanwhile: that one is rolled next.
+                old_key = old.get("key") or {}
+                if (
+                    _desired_key(d) == want
+                    and serving is not None
+                    and old_key.get("version_id") is not None
+                ):
+                    d.version_id, d.version = old_key["version_id"], serving
+                    d.min_replicas = old_key.get("min_replicas", d.min_replicas)
+                    d.max_replicas = old_key.get("max_replicas", d.max_replicas)
+                    d.gpu_type = old_key.get("gpu_type", d.gpu_type)
             else:
-                d.status, d.status_reason = "failed", reason
+                # Nothing else to serve: the deployment is failed, on the version that failed.
+                d.status, d.status_reason = "failed", f"Rollout to v{spec.version} failed: {reason}"
                 d.runtime = None
                 d.serving_version = d.serving_version_id = None
             d.updated_at = utcnow()
@@ -421,6 +437,11 @@ class DeploymentManager:
 
     def _set_route(self, name: str, target: tg.Target, runtime: dict[str, Any]) -> None:
         url = target.base_url(runtime)
+        if url and target.kind == tg.LOCAL:
+            # Confirms the process is this server's child (and lets the egress gate call its
+            # port): a runtime started by another server process on this machine, or before
+            # a restart, is recognised by the instance id on its command line.
+            target.alive(runtime)
         if url:
             key = str(runtime.get("instance") or runtime.get("name") or name)
             with self._mu:
@@ -489,13 +510,27 @@ def _desired_key(d: Deployment) -> dict[str, Any]:
     }
 
 
+# One manager per Database (an app owns one Database); held as long as that Database lives.
+_BY_DB: weakref.WeakKeyDictionary[Database, DeploymentManager] = weakref.WeakKeyDictionary()
+
+
 def get_manager(state: Any) -> DeploymentManager:
     """The app's manager (created on first use; the app state holds db, settings, store)."""
+    mgr = for_database(state.db, state.settings, state.store)
+    assert mgr is not None  # created when missing: settings and store are given
+    state.deployment_manager = mgr
+    return mgr
+
+
+def for_database(
+    db: Database, settings: Settings | None = None, store: BlobStore | None = None
+) -> DeploymentManager | None:
+    """The manager of ``db``: created on first use when ``settings`` and ``store`` are given,
+    else None if none exists yet."""
     with _CREATE:
-        mgr = getattr(state, "deployment_manager", None)
-        if mgr is None or mgr.db is not state.db:
-            mgr = DeploymentManager(state.db, state.settings, state.store)
-            state.deployment_manager = mgr
+        mgr = _BY_DB.get(db)
+        if mgr is None and settings is not None and store is not None:
+            mgr = _BY_DB[db] = DeploymentManager(db, settings, store)
         return mgr
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Boolean, ForeignKey, Integer, String, Text
+from sqlalchemy import Boolean, ForeignKey, Integer, String, Text, false
 from sqlalchemy.orm import Mapped, mapped_column
 
 from podstack.server.db.base import Base, JSONType, UTCDateTime, utcnow
@@ -47,6 +47,8 @@ class Deployment(Base):
     serving_version: Mapped[int | None] = mapped_column(Integer)
     previous_version: Mapped[int | None] = mapped_column(Integer)
     target: Mapped[str] = mapped_column(String(64))
+    # Serves only versions in Production or approved for it (approvals/service.py).
+    production: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     gpu_type: Mapped[str | None] = mapped_column(String(64))
     min_replicas: Mapped[int] = mapped_column(Integer, default=1)
     max_replicas: Mapped[int] = mapped_column(Integer, default=1)

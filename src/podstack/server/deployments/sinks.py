@@ -6,10 +6,9 @@ atomically with the alias; the rollout itself starts after that transaction comm
 
 from __future__ import annotations
 
-from sqlalchemy import event as sa_event
 from sqlalchemy.orm import Session
 
-from podstack.server.deployments import manager, service
+from podstack.server.deployments import effects, service
 from podstack.server.events import service as events
 
 
@@ -19,8 +18,7 @@ def _on_event(s: Session, ev: events.Event) -> None:
     ids = service.follow_alias(s, ev.actor, ev.payload["model_name"], ev.payload["alias"])
     if not ids:
         return
-    url = s.get_bind().engine.url.render_as_string(hide_password=False)
-    sa_event.listen(s, "after_commit", lambda _s: manager.kick(url, ids), once=True)
+    effects.kick(s, ids)
 
 
 events.subscribe(_on_event)

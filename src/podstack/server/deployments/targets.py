@@ -79,33 +79,72 @@ class Target:
     def gpu_types(self) -> list[str]:
         raise NotImplementedError
 
+    # Whether the target itself scales replicas between min_replicas and max_replicas with
+    # load. One that cannot refuses max_replicas > min_replicas rather than ignore it.
+    autoscales: ClassVar[bool] = False
+
     def validate(self, gpu_type: str | None, min_replicas: int, max_replicas: int) -> str | None:
         """Checks the request against what this target offers; returns the canonical
-        ``gpu_type`` (None for CPU)."""
+        ``gpu_type`` (None for CPU). Raises one ValidationFailed naming every problem."""
+        gpu, problems = self.check(gpu_type, min_replicas, max_replicas)
+        if problems:
+            raise combine(problems)
+        return gpu
+
+    def check(
+        self, gpu_type: str | None, min_replicas: int, max_replicas: int
+    ) -> tuple[str | None, list[ValidationFailed]]:
+        """Every problem of the request on this target (none raised): the canonical
+        ``gpu_type`` and the list of problems."""
+        problems: list[ValidationFailed] = []
         if min_replicas < 0 or max_replicas < 1 or max_replicas > MAX_REPLICAS:
-            raise ValidationFailed(
-                f"Replicas out of range: min_replicas must be >= 0 and max_replicas between 1 "
-                f"and {MAX_REPLICAS} (got min_replicas={min_replicas}, "
-                f"max_replicas={max_replicas}).",
-                {"min_replicas": min_replicas, "max_replicas": max_replicas},
+            problems.append(
+                ValidationFailed(
+                    f"Replicas out of range: min_replicas must be >= 0 and max_replicas between "
+                    f"1 and {MAX_REPLICAS} (got min_replicas={min_replicas}, "
+                    f"max_replicas={max_replicas}).",
+                    {"min_replicas": min_replicas, "max_replicas": max_replicas},
+                )
             )
         if min_replicas > max_replicas:
-            raise ValidationFailed(
-                f"min_replicas ({min_replicas}) cannot be greater than max_replicas "
-                f"({max_replicas}).",
-                {"min_replicas": min_replicas, "max_replicas": max_replicas},
+            problems.append(
+                ValidationFailed(
+                    f"min_replicas ({min_replicas}) cannot be greater than max_replicas "
+                    f"({max_replicas}).",
+                    {"min_replicas": min_replicas, "max_replicas": max_replicas},
+                )
+            )
+        elif max_replicas > min_replicas and not self.autoscales:
+            problems.append(
+                ValidationFailed(
+                    f"Target {self.name!r} ({self.kind}) cannot autoscale: it runs exactly "
+                    f"min_replicas replicas, so max_replicas must equal min_replicas (got "
+                    f"min_replicas={min_replicas}, max_replicas={max_replicas}). Set "
+                    f"max_replicas={min_replicas} (or min_replicas={max_replicas} for a fixed "
+                    f"{max_replicas}), or deploy to a kubernetes target, which scales between "
+                    "them.",
+                    {
+                        "min_replicas": min_replicas,
+                        "max_replicas": max_replicas,
+                        "target": self.name,
+                        "rule": "max_replicas == min_replicas",
+                    },
+                )
             )
         if gpu_type is None or gpu_type.lower() == "cpu":
-            return None
+            return None, problems
         offered = self.gpu_types()
         for g in offered:
             if g.lower() == gpu_type.lower():
-                return None if g == "cpu" else g
-        raise ValidationFailed(
-            f"Target {self.name!r} does not offer GPU type {gpu_type!r}. It offers: "
-            f"{', '.join(offered)}.",
-            {"gpu_type": gpu_type, "target": self.name, "offered": offered},
+                return (None if g == "cpu" else g), problems
+        problems.append(
+            ValidationFailed(
+                f"Target {self.name!r} does not offer GPU type {gpu_type!r}. It offers: "
+                f"{', '.join(offered)}.",
+                {"gpu_type": gpu_type, "target": self.name, "offered": offered},
+            )
         )
+        return None, problems
 
     # Runtime operations (blocking; called by the manager outside any transaction).
     def start(self, spec: RunSpec) -> dict[str, Any]:
@@ -130,6 +169,24 @@ class Target:
 
     def describe(self) -> dict[str, Any]:
         return {"gpu_types": self.gpu_types(), "trusted_formats": self.trusted}
+
+
+def combine(problems: list[ValidationFailed]) -> ValidationFailed:
+    """One 422 for every problem of a request: the single problem as it is, or all of them
+    numbered in the message, each in ``details["problems"]`` (the first problem's details
+    are also kept at the top level, where single-problem callers look)."""
+    if len(problems) == 1:
+        return problems[0]
+    details: dict[str, Any] = {}
+    for p in reversed(problems):
+        if isinstance(p.details, dict):
+            details.update(p.details)
+    details["problems"] = [
+        {"message": p.message, **(p.details if isinstance(p.details, dict) else {})}
+        for p in problems
+    ]
+    listed = " ".join(f"({i}) {p.message}" for i, p in enumerate(problems, start=1))
+    return ValidationFailed(f"The request has {len(problems)} problems: {listed}", details)
 
 
 def work_dir(settings: Settings) -> Path:

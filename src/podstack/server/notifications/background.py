@@ -28,7 +28,9 @@ async def run(state: Any, stop: asyncio.Event, cfg: DeliveryConfig | None = None
     while not stop.is_set():
         busy = False
         try:
-            hooks = await asyncio.to_thread(process_webhooks, state.db, cfg, worker)
+            hooks = await asyncio.to_thread(
+                process_webhooks, state.db, cfg, worker, settings=state.settings
+            )
             mails = await asyncio.to_thread(process_emails, state.db, state.settings, cfg, worker)
             # A full batch means more may be waiting: go again without sleeping.
             busy = cfg.batch_size in (hooks.claimed, mails.claimed)

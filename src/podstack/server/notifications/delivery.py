@@ -7,7 +7,8 @@ while a receiver is slow:
    PostgreSQL) and leased to this worker (``claimed_by``/``claimed_until``, attempt counted).
    Another replica's claim skips them, so two workers never send the same row.
 2. *send*: outside any transaction, with a timeout.
-3. *record*: the attempt (status code, first KB of the answer, error, duration) is stored;
+3. *record*: the attempt (status code, first KB of the answer, error, duration) is stored
+   (admins alone read deliveries; the error line carries status and size only);
    the row becomes delivered, failed (attempts exhausted) or pending again after an
    exponential backoff.
 
@@ -33,6 +34,7 @@ from email.message import EmailMessage as MimeMessage
 import httpx
 
 import podstack
+from podstack.server import egress, secretbox
 from podstack.server.config import Settings
 from podstack.server.db.base import new_id, utcnow
 from podstack.server.db.session import Database
@@ -119,25 +121,33 @@ def claim_webhooks(
         return jobs
 
 
-def send_webhook(job: WebhookJob, client: httpx.Client) -> Outcome:
+def send_webhook(job: WebhookJob, client: egress.EgressClient, box: secretbox.SecretBox) -> Outcome:
+    """One signed POST through the egress gate (checked, pinned, no redirects)."""
     body = job.body.encode()
+    at = utcnow()
+    start = time.monotonic()
+    try:
+        secret = box.decrypt(job.secret)
+    except secretbox.SecretKeyError as exc:
+        return Outcome(False, None, None, str(exc), _ms(start), at)
     headers = {
         "Content-Type": "application/json",
         "User-Agent": f"Podstack-Webhooks/{podstack.__version__}",
         "Podstack-Event": job.event_type,
-        **signing.sign_headers(job.secret, job.delivery_id, body),
+        **signing.sign_headers(secret, job.delivery_id, body),
     }
-    at = utcnow()
-    start = time.monotonic()
     try:
         resp = client.post(job.url, content=body, headers=headers)
+    except egress.Refused as exc:
+        error = f"not sent: {exc.reason} (allow it with {egress.ALLOW_ENV})"
+        return Outcome(False, None, None, error, _ms(start), at)
     except httpx.TimeoutException as exc:
         return Outcome(False, None, None, f"timed out: {exc}", _ms(start), at)
     except httpx.HTTPError as exc:
         return Outcome(False, None, None, f"{type(exc).__name__}: {exc}"[:1000], _ms(start), at)
     text = resp.text[:RESPONSE_EXCERPT] if resp.content else None
     ok = 200 <= resp.status_code < 300
-    error = None if ok else f"receiver answered HTTP {resp.status_code}"
+    error = None if ok else f"receiver answered HTTP {resp.status_code} ({len(resp.content)} bytes)"
     return Outcome(ok, resp.status_code, text, error, _ms(start), at)
 
 
@@ -184,20 +194,23 @@ def process_webhooks(
     cfg: DeliveryConfig | None = None,
     worker: str | None = None,
     *,
+    settings: Settings,
     only_id: str | None = None,
 ) -> Report:
-    """One pass: claim a batch of due deliveries, send them concurrently, record results."""
+    """One pass: claim a batch of due deliveries, send them concurrently, record results.
+    ``settings`` gives the outbound allow-list and the key that decrypts signing secrets."""
     cfg = cfg or DeliveryConfig()
     worker = worker or worker_name()
     jobs = claim_webhooks(db, worker, cfg, only_id=only_id)
     report = Report(claimed=len(jobs))
     if not jobs:
         return report
-    timeout = httpx.Timeout(cfg.timeout_seconds)
-    with httpx.Client(timeout=timeout, follow_redirects=False) as client:
+    box = secretbox.for_settings(settings)
+    allow = egress.allow_list(settings)
+    with egress.EgressClient(allow, timeout=httpx.Timeout(cfg.timeout_seconds)) as client:
 
         def one(job: WebhookJob) -> str:
-            outcome = send_webhook(job, client)
+            outcome = send_webhook(job, client, box)
             if not outcome.ok:
                 log.info("webhook %s attempt %d: %s", job.delivery_id, job.attempt, outcome.error)
             return record_webhook(db, job, outcome, worker, cfg)
@@ -215,9 +228,11 @@ def process_webhooks(
     return report
 
 
-def deliver_now(db: Database, delivery_id: str, cfg: DeliveryConfig | None = None) -> Report:
+def deliver_now(
+    db: Database, delivery_id: str, cfg: DeliveryConfig | None = None, *, settings: Settings
+) -> Report:
     """Sends one delivery immediately (the "send test" action), whatever its schedule."""
-    return process_webhooks(db, cfg, only_id=delivery_id)
+    return process_webhooks(db, cfg, settings=settings, only_id=delivery_id)
 
 
 # ---------------------------------------------------------------- email

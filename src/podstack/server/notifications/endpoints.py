@@ -60,7 +60,7 @@ def mark_read(body: sch.MarkRead, ctx: ViewerCtx) -> sch.MarkedRead:
 @router.post("/webhooks", status_code=201, response_model=sch.WebhookCreated)
 def create_webhook(body: sch.WebhookCreate, ctx: AdminCtx) -> sch.WebhookCreated:
     with ctx.write() as s:
-        hook, secret = service.create_webhook(s, ctx.actor, body)
+        hook, secret = service.create_webhook(s, ctx.actor, body, settings=ctx.settings)
         return sch.WebhookCreated(**sch.Webhook.model_validate(hook).model_dump(), secret=secret)
 
 
@@ -79,7 +79,8 @@ def get_webhook(webhook_id: str, ctx: AdminCtx) -> sch.Webhook:
 @router.patch("/webhooks/{webhook_id}", response_model=sch.Webhook)
 def update_webhook(webhook_id: str, body: sch.WebhookUpdate, ctx: AdminCtx) -> sch.Webhook:
     with ctx.write() as s:
-        return sch.Webhook.model_validate(service.update_webhook(s, ctx.actor, webhook_id, body))
+        hook = service.update_webhook(s, ctx.actor, webhook_id, body, settings=ctx.settings)
+        return sch.Webhook.model_validate(hook)
 
 
 @router.delete("/webhooks/{webhook_id}", status_code=204)
@@ -98,7 +99,7 @@ def test_webhook(webhook_id: str, ctx: AdminCtx) -> sch.WebhookDelivery:
     with ctx.write() as s:
         delivery_id = service.enqueue_test(s, ctx.actor, webhook_id).id
     # Committed first, so the attempt is recorded even if this request is cut short.
-    delivery.deliver_now(ctx.db, delivery_id, delivery_config(ctx))
+    delivery.deliver_now(ctx.db, delivery_id, delivery_config(ctx), settings=ctx.settings)
     with ctx.read() as s:
         return service.delivery_views(s, [service.get_delivery(s, delivery_id)], with_body=True)[0]
 

@@ -47,8 +47,9 @@ class Webhook(Base):
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
     url: Mapped[str] = mapped_column(Text)
     description: Mapped[str | None] = mapped_column(Text)
-    # Needed in clear to compute HMACs; only ever returned once, at creation.
-    secret: Mapped[str] = mapped_column(String(200))
+    # Needed in clear to compute HMACs, so encrypted rather than hashed: ``enc:v1:…`` with a
+    # key kept outside the database (secretbox.py). Only ever returned once, at creation.
+    secret: Mapped[str] = mapped_column(Text)
     # Event types to deliver; ["*"] means all of them.
     events: Mapped[list[str]] = mapped_column(JSONType, default=list)
     # Optional: only events about these models (empty: any model, and non-model events).

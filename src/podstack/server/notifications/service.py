@@ -8,18 +8,18 @@ receiver can never slow down or fail the request that caused the event.
 from __future__ import annotations
 
 import json
-import re
 import secrets
 from collections.abc import Iterable, Sequence
 from typing import Any
-from urllib.parse import urlsplit
 
 from sqlalchemy.orm import Session
 
 from podstack.errors import BadRequest, NotFound, ValidationFailed
 from podstack.schemas import notifications as sch
+from podstack.server import egress, secretbox
 from podstack.server.audit import service as audit
 from podstack.server.auth.models import User
+from podstack.server.config import Settings
 from podstack.server.db.base import model_to_dict, new_id, utcnow
 from podstack.server.events.service import EVENT_TYPES, Event
 from podstack.server.notifications import repository as repo
@@ -30,12 +30,12 @@ from podstack.server.notifications.models import (
     WebhookDelivery,
 )
 from podstack.server.pagination import clamp_limit, decode_token, page_of
+from podstack.server.registry.rules import is_model_name
 
 TEST_EVENT = "webhook.test"
 DELIVERY_STATUSES = ("pending", "delivered", "failed")
 EMAIL_STATUSES = ("pending", "sent", "failed", "skipped")
 DEFAULT_MAX_ATTEMPTS = 8
-_MODEL_NAME_RE = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
 _WEBHOOK_FIELDS = ["url", "events", "model_names", "description", "enabled"]
 
 
@@ -171,27 +171,11 @@ def list_emails(
 # ---------------------------------------------------------------- webhooks: validation
 
 
-def validate_url(url: str) -> str:
-    url = (url or "").strip()
-    problem = None
-    try:
-        parts = urlsplit(url)
-    except ValueError as exc:
-        parts = None
-        problem = str(exc)
-    if parts is not None and parts.scheme.lower() not in ("http", "https"):
-        problem = f"scheme {parts.scheme or '(none)'!r} is not allowed"
-    elif parts is not None and not parts.hostname:
-        problem = "it has no host"
-    elif any(c.isspace() for c in url):
-        problem = "it contains whitespace"
-    if problem:
-        raise ValidationFailed(
-            f"Webhook URL {url[:200]!r} is not usable: {problem}. "
-            "Give an absolute http:// or https:// URL, e.g. https://hooks.example.com/podstack.",
-            {"field": "url"},
-        )
-    return url
+def validate_url(url: str, settings: Settings) -> str:
+    """The stripped webhook URL, checked by the one outbound-address rule (egress.py): an
+    absolute http(s) URL, no userinfo, no loopback/private/link-local/metadata address unless
+    allow-listed; ValidationFailed (422, ``details.field == "url"``) otherwise."""
+    return egress.validate_url(url, settings, what="Webhook URL", field="url")
 
 
 def validate_events(events: Sequence[str]) -> list[str]:
@@ -223,9 +207,10 @@ def validate_events(events: Sequence[str]) -> list[str]:
 def validate_model_names(names: Sequence[str]) -> list[str]:
     out: list[str] = []
     for n in names:
-        if not _MODEL_NAME_RE.match(n):
+        if not is_model_name(n):
             raise ValidationFailed(
-                f"{n[:100]!r} is not a model name (1-128 letters, digits, '.', '_' or '-').",
+                f"{n[:100]!r} is not a model name (1-128 letters, digits, '.', '_' or '-'; "
+                "not just '.' or '..').",
                 {"field": "model_names"},
             )
         if n not in out:
@@ -260,14 +245,18 @@ def list_webhooks(s: Session) -> list[Webhook]:
     return list(repo.list_webhooks(s))
 
 
-def create_webhook(s: Session, actor: str, body: sch.WebhookCreate) -> tuple[Webhook, str]:
+def create_webhook(
+    s: Session, actor: str, body: sch.WebhookCreate, *, settings: Settings
+) -> tuple[Webhook, str]:
+    """Returns the webhook and its secret in clear (shown once); the row holds it encrypted
+    (secretbox.py)."""
     secret = body.secret or "whsec_" + secrets.token_urlsafe(32)
     now = utcnow()
     hook = Webhook(
         id=new_id("whk"),
-        url=validate_url(body.url),
+        url=validate_url(body.url, settings),
         description=body.description,
-        secret=secret,
+        secret=secretbox.for_settings(settings).encrypt(secret),
         events=validate_events(body.events),
         model_names=validate_model_names(body.model_names),
         enabled=body.enabled,
@@ -284,7 +273,9 @@ def create_webhook(s: Session, actor: str, body: sch.WebhookCreate) -> tuple[Web
     return hook, secret
 
 
-def update_webhook(s: Session, actor: str, webhook_id: str, body: sch.WebhookUpdate) -> Webhook:
+def update_webhook(
+    s: Session, actor: str, webhook_id: str, body: sch.WebhookUpdate, *, settings: Settings
+) -> Webhook:
     hook = get_webhook(s, webhook_id)
     repo.forget_enabled_webhooks(s)
     before = model_to_dict(hook, _WEBHOOK_FIELDS)
@@ -292,7 +283,7 @@ def update_webhook(s: Session, actor: str, webhook_id: str, body: sch.WebhookUpd
     if "url" in changes:
         if changes["url"] is None:
             raise ValidationFailed("url cannot be null.", {"field": "url"})
-        hook.url = validate_url(changes["url"])
+        hook.url = validate_url(changes["url"], settings)
     if "events" in changes:
         hook.events = validate_events(changes["events"] or [])
     if "model_names" in changes:
@@ -308,6 +299,22 @@ def update_webhook(s: Session, actor: str, webhook_id: str, body: sch.WebhookUpd
         hook.updated_at = utcnow()
         audit.record(s, actor, "webhook.update", "webhook", hook.id, before, after)
     return hook
+
+
+def encrypt_stored_secrets(s: Session, box: secretbox.SecretBox) -> tuple[int, int]:
+    """Encrypts webhook secrets stored in clear (rows from before encryption at rest); returns
+    (encrypted now, stored values the key cannot decrypt)."""
+    sealed = unreadable = 0
+    for hook in repo.list_webhooks(s):
+        if not box.is_encrypted(hook.secret):
+            hook.secret = box.encrypt(hook.secret)
+            sealed += 1
+            continue
+        try:
+            box.decrypt(hook.secret)
+        except secretbox.SecretKeyError:
+            unreadable += 1
+    return sealed, unreadable
 
 
 def delete_webhook(s: Session, actor: str, webhook_id: str) -> None:

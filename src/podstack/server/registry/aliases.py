@@ -1,34 +1,99 @@
 """Alias changes: set (move), delete, list, roll back. Every move is recorded in
 ``alias_history`` so ``version_by_alias(..., at=...)`` can answer for any past date.
 
-Resolution (``version_by_alias``, the reserved ``latest`` / ``v<N>``) lives in ``service``
+Resolution (``version_by_alias``, the reserved ``latest`` / ``v<N>``) lives in ``lookup``
 with the other ``models:/`` resolution rules.
+
+Before any change, the registered alias gates (``hooks.ALIAS_GATES``; approvals registers
+one for ``gated_aliases`` and for aliases production endpoints follow) may refuse it by
+raising ``errors.ApprovalPending``. An approved request carries the change out through
+``carry_out`` (gates skipped, the request cited in the audit record).
 """
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy.orm import Session
 
-from podstack.errors import Conflict
+from podstack.errors import Conflict, ValidationFailed
 from podstack.server.audit import service as audit
 from podstack.server.db.base import utcnow
 from podstack.server.events import service as events
 from podstack.server.registry import hooks
 from podstack.server.registry import repository as repo
+from podstack.server.registry.lookup import existing_alias, get_model, resolve_in_model
 from podstack.server.registry.models import AliasHistory, ModelAlias, ModelVersion, RegisteredModel
 from podstack.server.registry.rules import validate_alias
-from podstack.server.registry.service import (
-    drop_alias,
-    existing_alias,
-    get_model,
-    resolve_in_model,
-)
+
+
+def drop_alias(
+    s: Session, actor: str, m: RegisteredModel, a: ModelAlias, version: int | None, reason: str
+) -> None:
+    now = utcnow()
+    alias = a.alias
+    s.delete(a)
+    _log_alias_change(s, actor, m, alias, "delete", None, version, now)
+    audit.record(
+        s,
+        actor,
+        "alias.delete",
+        "registered_model",
+        m.name,
+        {"alias": alias, "version": version},
+        {"reason": reason},
+    )
+    events.emit(
+        s,
+        "alias.deleted",
+        {"model_name": m.name, "alias": alias, "version": version, "reason": reason},
+        actor,
+    )
+
+
+def _log_alias_change(
+    s: Session,
+    actor: str,
+    m: RegisteredModel,
+    alias: str,
+    kind: str,
+    version: int | None,
+    previous: int | None,
+    now: datetime,
+) -> None:
+    """Appends the move to ``alias_history`` (what ``version_by_alias(..., at=...)`` and
+    rollbacks replay) and touches the model."""
+    repo.add_alias_history(
+        s,
+        AliasHistory(
+            model_id=m.id,
+            alias=alias,
+            kind=kind,
+            version=version,
+            previous_version=previous,
+            actor=actor,
+            at=now,
+        ),
+    )
+    m.updated_at = now
+    s.flush()
+
+
+def _gate(s: Session, proposal: hooks.AliasProposal, request_id: str | None) -> None:
+    if request_id is None:
+        for gate in hooks.ALIAS_GATES:
+            gate(s, proposal)
 
 
 def set_alias(
-    s: Session, actor: str, name: str, alias: str, version: Any
+    s: Session,
+    actor: str,
+    name: str,
+    alias: str,
+    version: Any,
+    *,
+    request_id: str | None = None,
 ) -> tuple[RegisteredModel, ModelAlias, int]:
     validate_alias(alias)
     m = get_model(s, name, for_update=True)
@@ -40,7 +105,10 @@ def set_alias(
         previous = old.version if old else None
         if current.version_id == mv.id:
             return m, current, mv.version  # already there: nothing moves, nothing recorded
-    _move_alias(s, actor, m, alias, mv, previous, kind="set", current=current)
+    _gate(s, hooks.AliasProposal(m.name, alias, "set", mv.version, previous, actor), request_id)
+    _move_alias(
+        s, actor, m, alias, mv, previous, kind="set", current=current, request_id=request_id
+    )
     return m, repo.get_alias(s, m.id, alias), mv.version  # type: ignore[return-value]
 
 
@@ -54,6 +122,7 @@ def _move_alias(
     *,
     kind: str,
     current: ModelAlias | None,
+    request_id: str | None = None,
 ) -> None:
     now = utcnow()
     if current is None:
@@ -66,20 +135,7 @@ def _move_alias(
         current.version_id = mv.id
         current.updated_by = actor
         current.updated_at = now
-    repo.add_alias_history(
-        s,
-        AliasHistory(
-            model_id=m.id,
-            alias=alias,
-            kind=kind,
-            version=mv.version,
-            previous_version=previous,
-            actor=actor,
-            at=now,
-        ),
-    )
-    m.updated_at = now
-    s.flush()
+    _log_alias_change(s, actor, m, alias, kind, mv.version, previous, now)
     audit.record(
         s,
         actor,
@@ -87,7 +143,8 @@ def _move_alias(
         "registered_model",
         m.name,
         None if previous is None else {"alias": alias, "version": previous},
-        {"alias": alias, "version": mv.version},
+        {"alias": alias, "version": mv.version}
+        | ({"approval_request": request_id} if request_id else {}),
     )
     events.emit(
         s,
@@ -98,17 +155,22 @@ def _move_alias(
             "version": mv.version,
             "previous_version": previous,
             "rollback": kind == "rollback",
+            "request_id": request_id,
         },
         actor,
     )
 
 
-def delete_alias(s: Session, actor: str, name: str, alias: str) -> None:
+def delete_alias(
+    s: Session, actor: str, name: str, alias: str, *, request_id: str | None = None
+) -> None:
     m = get_model(s, name, for_update=True)
     a = existing_alias(s, m, alias)
     for guard in hooks.ALIAS_DELETE_GUARDS:
         guard(s, m, alias)
     mv = repo.versions_by_ids(s, [a.version_id]).get(a.version_id)
+    previous = mv.version if mv else None
+    _gate(s, hooks.AliasProposal(m.name, alias, "delete", None, previous, actor), request_id)
     drop_alias(s, actor, m, a, mv.version if mv else None, reason="deleted")
 
 
@@ -120,7 +182,7 @@ def list_aliases(s: Session, name: str) -> tuple[RegisteredModel, list[tuple[Mod
 
 
 def rollback_alias(
-    s: Session, actor: str, name: str, alias: str
+    s: Session, actor: str, name: str, alias: str, *, request_id: str | None = None
 ) -> tuple[RegisteredModel, ModelAlias, int]:
     """Moves the alias back to the version it pointed at before its current one. Repeated
     rollbacks keep walking back (the history is a stack: set pushes, rollback pops)."""
@@ -156,5 +218,55 @@ def rollback_alias(
             f"version {cur_mv.version} and no earlier target of it still exists.",
             {"model_name": name, "alias": alias, "version": cur_mv.version},
         )
-    _move_alias(s, actor, m, alias, target, cur_mv.version, kind="rollback", current=current)
+    proposal = hooks.AliasProposal(m.name, alias, "rollback", target.version, cur_mv.version, actor)
+    _gate(s, proposal, request_id)
+    _move_alias(
+        s,
+        actor,
+        m,
+        alias,
+        target,
+        cur_mv.version,
+        kind="rollback",
+        current=current,
+        request_id=request_id,
+    )
     return m, current, target.version
+
+
+def carry_out(s: Session, actor: str, name: str, action: dict[str, Any], request_id: str) -> None:
+    """Makes an approved alias change (approvals calls this when the request is approved).
+    The alias must still point where it did when the change was requested."""
+    alias = str(action.get("alias"))
+    op = action.get("operation")
+    m = get_model(s, name, for_update=True)
+    current = repo.get_alias(s, m.id, alias)
+    now_at = None
+    if current is not None:
+        row = repo.versions_by_ids(s, [current.version_id]).get(current.version_id)
+        now_at = row.version if row else None
+    if now_at != action.get("previous_version"):
+        raise Conflict(
+            f"Alias {alias!r} of {name!r} moved (it points at version {now_at}) since request "
+            f"{request_id} was made (at {action.get('previous_version')}); reject this request "
+            "and ask again if the change is still wanted.",
+            {"request_id": request_id, "alias": alias, "version": now_at},
+        )
+    if op == "delete":
+        delete_alias(s, actor, name, alias, request_id=request_id)
+    elif op in ("set", "rollback"):
+        mv = resolve_in_model(s, m, action.get("version"), "an alias points at its own model")
+        kind = "rollback" if op == "rollback" else "set"
+        _move_alias(
+            s,
+            actor,
+            m,
+            alias,
+            mv,
+            now_at,
+            kind=kind,
+            current=current,
+            request_id=request_id,
+        )
+    else:
+        raise ValidationFailed(f"Unknown alias operation {op!r} in request {request_id}.")

@@ -7,20 +7,18 @@ gets the registry's own message ("a version number is a positive integer…"), n
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
 from datetime import datetime
 from typing import Annotated
-from urllib.parse import quote
 
 from fastapi import APIRouter, Header, Query, Response
 from fastapi.responses import StreamingResponse
 
-from podstack.errors import IntegrityError, PodstackError, ValidationFailed
+from podstack.errors import ValidationFailed
 from podstack.schemas import registry as sch
 from podstack.schemas.common import Page
-from podstack.server.artifacts.store import BlobStore
+from podstack.server.artifacts.responses import DOWNLOAD_RESPONSES, blob_download
 from podstack.server.deps import EditorCtx, ViewerCtx
-from podstack.server.registry import aliases, service, views
+from podstack.server.registry import aliases, lookup, service, stages, views
 
 log = logging.getLogger("podstack.server.registry")
 router = APIRouter(tags=["registry"])
@@ -33,9 +31,6 @@ Limit = Annotated[int, Query(ge=1, le=1000)]
 Detail = Annotated[
     bool, Query(description="Include the version's files and its source run (params, metrics)")
 ]
-OCTET_STREAM = {
-    "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}
-}
 
 
 # ---------------------------------------------------------------- registered models
@@ -56,7 +51,7 @@ def search_models(
     ] = None,
     stage: Annotated[str | None, Query(description="Has a version in this stage")] = None,
     label: Annotated[list[str], Query(description="Has every one of these labels")] = [],  # noqa: B006
-    order_by: Annotated[str, Query(description="name | updated")] = "name",
+    order_by: Annotated[str, Query(description="name | updated | stage")] = "name",
     limit: Limit = 100,
     page_token: str | None = None,
 ) -> Response:
@@ -79,7 +74,7 @@ def search_models(
 @router.get(M, response_model=sch.RegisteredModel)
 def get_model(name: str, ctx: ViewerCtx) -> sch.RegisteredModel:
     with ctx.read() as s:
-        return views.model_view(s, service.get_model(s, name))
+        return views.model_view(s, lookup.get_model(s, name))
 
 
 @router.patch(M, response_model=sch.RegisteredModel)
@@ -129,7 +124,7 @@ def version_by_stage(
     name: str, stage: str, ctx: ViewerCtx, at: datetime | None = None
 ) -> sch.ModelVersion:
     with ctx.read() as s:
-        m, mv = service.version_by_stage(s, name, stage, at)
+        m, mv = lookup.version_by_stage(s, name, stage, at)
         return views.version_view(s, m, mv)
 
 
@@ -180,7 +175,7 @@ def list_versions(
 @router.get(V, response_model=sch.ModelVersion)
 def get_version(name: str, version: str, ctx: ViewerCtx) -> sch.ModelVersion:
     with ctx.read() as s:
-        m, mv = service.get_version(s, name, version)
+        m, mv = lookup.get_version(s, name, version)
         return views.version_view(s, m, mv)
 
 
@@ -209,7 +204,7 @@ def transition_stage(
     name: str, version: str, body: sch.StageTransitionIn, ctx: EditorCtx, response: Response
 ) -> sch.ModelVersion:
     with ctx.write() as s:
-        outcome = service.transition_stage(
+        outcome = stages.transition_stage(
             s,
             ctx.actor,
             name,
@@ -218,7 +213,7 @@ def transition_stage(
             note=body.note,
             archive_existing=body.archive_existing,
         )
-        m = service.get_model(s, name)
+        m = lookup.get_model(s, name)
         view = views.version_view(s, m, outcome.version)
         if outcome.interception is not None:
             response.status_code = 202
@@ -233,7 +228,7 @@ def transition_stage(
 @router.get(V + "/transitions", response_model=list[sch.StageTransition])
 def stage_history(name: str, version: str, ctx: ViewerCtx) -> list[sch.StageTransition]:
     with ctx.read() as s:
-        m, rows = service.stage_history(s, name, version)
+        m, rows = stages.stage_history(s, name, version)
         return views.transition_views(m, rows)
 
 
@@ -257,7 +252,7 @@ def log_metrics(
 ) -> sch.ModelVersion:
     with ctx.write() as s:
         service.log_version_metrics(s, ctx.actor, name, version, dict(body.metrics))
-        m, mv = service.get_version(s, name, version)
+        m, mv = lookup.get_version(s, name, version)
         return views.version_view(s, m, mv)
 
 
@@ -273,20 +268,10 @@ def list_files(name: str, version: str, ctx: ViewerCtx) -> list[sch.VersionFile]
         return [sch.VersionFile.model_validate(f) for f in service.version_files(s, name, version)]
 
 
-def _verified_chunks(store: BlobStore, sha256: str, what: str) -> Iterator[bytes]:
-    try:
-        yield from store.iter_blob(sha256, verify=True)
-    except PodstackError as exc:
-        # Headers are gone already: cutting the connection before the last chunk is the only
-        # way left to tell the client, whose size/sha256 check then refuses the file.
-        log.error("aborting download of %s: %s", what, exc)
-        raise
-
-
 @router.get(
     V + "/files/{path:path}",
     response_class=StreamingResponse,
-    responses={200: OCTET_STREAM, 304: {"description": "Not modified (If-None-Match)"}},
+    responses=DOWNLOAD_RESPONSES,
     summary="Download one file of a model version (streamed, verified against its sha256)",
 )
 def download_file(
@@ -295,36 +280,16 @@ def download_file(
     path: str,
     ctx: ViewerCtx,
     if_none_match: Annotated[str | None, Header()] = None,
+    range: Annotated[str | None, Header(description="bytes=N- to resume a download")] = None,
 ) -> Response:
     with ctx.read() as s:
         row = service.version_file(s, name, version, path)
         size, sha256 = row.size, row.sha256
-    etag = f'"{sha256}"'
-    headers = {"ETag": etag, "X-Content-SHA256": sha256}
-    if if_none_match and etag in [t.strip() for t in if_none_match.split(",")]:
-        return Response(status_code=304, headers=headers)
-    store: BlobStore = ctx.state.store
-    try:
-        on_disk: int | None = store.path_for(sha256).stat().st_size
-    except FileNotFoundError:
-        on_disk = None
-    what = f"{name} v{version} {path}"
-    if on_disk != size:
-        raise IntegrityError(
-            f"The stored content of {path!r} of {name} v{version} is "
-            + ("missing" if on_disk is None else f"damaged ({on_disk} bytes instead of {size})")
-            + "; the artifact store was changed outside Podstack.",
-            {"model_name": name, "version": version, "path": path, "sha256": sha256},
-        )
-    headers["Content-Length"] = str(size)
-    headers["Content-Disposition"] = (
-        f"attachment; filename*=UTF-8''{quote(path.rsplit('/', 1)[-1])}"
-    )
-    return StreamingResponse(
-        _verified_chunks(store, sha256, what),
-        media_type="application/octet-stream",
-        headers=headers,
-    )
+    where = f"{path!r} of {name} v{version}"
+    details = {"model_name": name, "version": version, "path": path, "sha256": sha256}
+    # Ranged answers (206) let the SDK resume a cut download.
+    conditional = (if_none_match, range)
+    return blob_download(ctx.state.store, sha256, size, path, conditional, log, where, details)
 
 
 # ---------------------------------------------------------------- aliases
@@ -360,7 +325,7 @@ def get_by_alias(
     detail: Detail = False,
 ) -> Response:
     with ctx.read() as s:
-        m, mv = service.version_by_alias(s, name, alias, at)
+        m, mv = lookup.version_by_alias(s, name, alias, at)
         return _json(views.version_view(s, m, mv, detail=detail))
 
 
@@ -395,7 +360,7 @@ def resolve(
         raise ValidationFailed("uri is required, e.g. models:/name/3.", {})
     with ctx.read() as s:
         if model_name is not None:
-            m = service.get_model(s, model_name)
-            return views.version_view(s, m, service.resolve_in_model(s, m, uri))
-        m, mv = service.resolve_uri(s, uri)
+            m = lookup.get_model(s, model_name)
+            return views.version_view(s, m, lookup.resolve_in_model(s, m, uri))
+        m, mv = lookup.resolve_uri(s, uri)
         return views.version_view(s, m, mv)

@@ -28,6 +28,19 @@ class TransitionProposal:
 
 
 @dataclass(frozen=True)
+class AliasProposal:
+    """An alias about to be set/moved (``version`` the new target), rolled back or deleted
+    (``version`` None, ``previous_version`` the one it points at)."""
+
+    model_name: str
+    alias: str
+    operation: str  # set | rollback | delete
+    version: int | None
+    previous_version: int | None
+    actor: str
+
+
+@dataclass(frozen=True)
 class Interception:
     """A gate took over the transition (e.g. created an approval request)."""
 
@@ -46,6 +59,8 @@ class TransitionOutcome:
 TransitionGate = Callable[[Session, TransitionProposal], Interception | None]
 DeleteGuard = Callable[[Session, RegisteredModel, list[ModelVersion]], None]
 AliasDeleteGuard = Callable[[Session, RegisteredModel, str], None]
+# Raises (e.g. errors.ApprovalPending after opening an approval request) to stop the change.
+AliasGate = Callable[[Session, AliasProposal], None]
 LineageContributor = Callable[
     [Session, RegisteredModel, ModelVersion],
     tuple[list[sch.LineageNode], list[sch.LineageEdge]] | None,
@@ -54,6 +69,7 @@ LineageContributor = Callable[
 TRANSITION_GATES: list[TransitionGate] = []
 DELETE_GUARDS: list[DeleteGuard] = []
 ALIAS_DELETE_GUARDS: list[AliasDeleteGuard] = []
+ALIAS_GATES: list[AliasGate] = []
 LINEAGE_CONTRIBUTORS: list[LineageContributor] = []
 
 
@@ -73,6 +89,10 @@ def register_delete_guard(fn: DeleteGuard) -> DeleteGuard:
 
 def register_alias_delete_guard(fn: AliasDeleteGuard) -> AliasDeleteGuard:
     return _register(ALIAS_DELETE_GUARDS, fn)
+
+
+def register_alias_gate(fn: AliasGate) -> AliasGate:
+    return _register(ALIAS_GATES, fn)
 
 
 def register_lineage_contributor(fn: LineageContributor) -> LineageContributor:

@@ -15,6 +15,7 @@ from sqlalchemy import (
     and_,
     any_,
     bindparam,
+    case,
     cast,
     exists,
     func,
@@ -29,6 +30,7 @@ from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Session
 
 from podstack.server.registry.models import ModelLabel, ModelVersion, RegisteredModel
+from podstack.server.registry.rules import STAGE_ORDER
 
 
 def escape_like(text: str) -> str:
@@ -209,6 +211,12 @@ def _build_search(
         if after:
             stmt = stmt.where(_M.name > bindparam("after_name", type_=String))
         return stmt.order_by(_M.name).limit(limit)
+    if order == "stage":
+        if after:
+            rank = bindparam("after_rank", type_=Integer)
+            name = bindparam("after_name", type_=String)
+            stmt = stmt.where(or_(rank < _STAGE_RANK, and_(rank == _STAGE_RANK, _M.name > name)))
+        return stmt.order_by(_STAGE_RANK, _M.name).limit(limit)
     if order == "updated":
         if after:
             at = bindparam("after_at", type_=_M.updated_at.type)
@@ -218,6 +226,32 @@ def _build_search(
     if after:
         stmt = stmt.where(_M.name > bindparam("after_name", type_=String))
     return stmt.order_by(_M.name).limit(limit)
+
+
+# Sort by stage: a model ranks by the best stage any of its versions is in (Production, then
+# Staging, None, Archived), models without versions last; ties by name (the keyset is
+# (rank, name)). A correlated MIN per model: this order reads every model, unlike name order.
+NO_VERSIONS_RANK = len(STAGE_ORDER)
+_VR = ModelVersion.__table__.alias("vr")
+_STAGE_RANK = func.coalesce(
+    select(
+        func.min(
+            case(
+                {stage: i for i, stage in enumerate(STAGE_ORDER)},
+                value=_VR.c.stage,
+                else_=NO_VERSIONS_RANK,
+            )
+        )
+    )
+    .where(_VR.c.model_id == _M.id)
+    .scalar_subquery(),
+    NO_VERSIONS_RANK,
+)
+
+
+def stage_rank(s: Session, model_id: int) -> int:
+    """The rank ``order="stage"`` sorts ``model_id`` by (for the page token)."""
+    return int(s.scalar(select(_STAGE_RANK).where(_M.id == model_id)))
 
 
 def _rows(s: Session, stmt: Any, params: dict[str, Any]) -> list[ModelRow]:
@@ -234,8 +268,9 @@ def search_models(
     limit: int,
     after: list[Any] | None,
 ) -> tuple[list[ModelRow], bool]:
-    """``order``: "name" (A→Z, keyset on the unique name) or "updated" (newest first,
-    keyset on (updated_at, id)). Returns up to ``limit`` models and whether a next page may
+    """``order``: "name" (A→Z, keyset on the unique name), "updated" (newest first,
+    keyset on (updated_at, id)) or "stage" (best stage first, see ``STAGE_ORDER``; keyset on
+    (rank, name)). Returns up to ``limit`` models and whether a next page may
     exist.
 
     With labels, no ``q`` and order "name", the page is a range of the first label's
@@ -263,6 +298,8 @@ def search_models(
     if after:
         if order == "updated":
             params["after_at"], params["after_id"] = after
+        elif order == "stage":
+            params["after_rank"], params["after_name"] = after
         else:
             params["after_name"] = after[0]
     rows = _rows(s, _search_stmt((*shape, "all", bool(after))), params)

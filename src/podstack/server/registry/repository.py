@@ -185,6 +185,12 @@ def metrics_of(s: Session, version_ids: Sequence[int]) -> dict[int, dict[str, fl
     return out
 
 
+def version_metric_rows(s: Session, version_id: int) -> list[VersionMetric]:
+    """A version's validation metrics with who logged each and when, by key."""
+    q = select(VersionMetric).where(VersionMetric.version_id == version_id)
+    return list(s.scalars(q.order_by(VersionMetric.key)))
+
+
 def upsert_metrics(s: Session, rows: list[dict[str, Any]]) -> None:
     ins = _insert_for(s, VersionMetric).values(rows)
     s.execute(

@@ -28,10 +28,12 @@ MAX_VERSION = 2**31 - 1
 
 STAGES = ("None", "Staging", "Production", "Archived")
 STAGE_BY_LOWER = {s.lower(): s for s in STAGES}
+# Best stage first: how "sort by stage" ranks models and how the UI lists the stage filters.
+STAGE_ORDER = ("Production", "Staging", "None", "Archived")
 # archive_existing archives the other versions already in the target stage.
 EXCLUSIVE_STAGES = ("Staging", "Production")
 
-ORDER_BY = ("name", "updated")
+ORDER_BY = ("name", "updated", "stage")
 URI_FORMS = (
     "models:/<name>/<version>",
     "models:/<name>/<stage>",
@@ -40,8 +42,14 @@ URI_FORMS = (
 )
 
 
+def is_model_name(name: Any) -> bool:
+    """The model-name rule itself, for callers that word their own message (webhook filters
+    name models too): 1-128 of letters, digits, '.', '_', '-', and not just '.' or '..'."""
+    return isinstance(name, str) and bool(MODEL_NAME_RE.fullmatch(name)) and name not in (".", "..")
+
+
 def validate_model_name(name: Any) -> str:
-    if not isinstance(name, str) or not MODEL_NAME_RE.fullmatch(name) or name in (".", ".."):
+    if not is_model_name(name):
         shown = name if not isinstance(name, str) or len(name) <= 200 else name[:200] + "…"
         raise ValidationFailed(
             f"Invalid model name {shown!r}: use 1–128 characters from letters, digits, '.', '_' "

@@ -1,5 +1,10 @@
-"""Model registry rules, each in one place: names, version numbering, stages, aliases,
-deletion, ``models:/`` references, and the hooks other capabilities plug into.
+"""Model registry rules for registered models and their versions: names, version numbering,
+tags, metrics, files, deletion, search, and the hooks other capabilities plug into. This is
+the registry's entry point: it re-exports what callers use from the modules it is split into:
+
+- ``lookup``: finding a model or a version (by number, stage, alias, ``models:/`` URI);
+- ``stages``: stage changes (``transition_stage``, ``apply_transition``, history);
+- ``aliases``: alias changes (set, delete, roll back, carry out an approved change).
 
 Hooks (registered at import time by other capabilities):
 
@@ -30,15 +35,16 @@ from sqlalchemy.exc import IntegrityError as DBIntegrityError
 from sqlalchemy.orm import Session
 
 from podstack.errors import BadRequest, Conflict, NotFound, ValidationFailed
+from podstack.schemas.artifact_paths import validate_artifact_path
 from podstack.server.artifacts import service as artifacts
-from podstack.server.artifacts.paths import validate_artifact_path
 from podstack.server.audit import service as audit
-from podstack.server.db.base import as_utc, utcnow
+from podstack.server.db.base import utcnow
 from podstack.server.events import service as events
 from podstack.server.pagination import clamp_limit, decode_token, encode_token, page_of
 from podstack.server.registry import hooks
 from podstack.server.registry import model_pages as pages
 from podstack.server.registry import repository as repo
+from podstack.server.registry.aliases import drop_alias
 from podstack.server.registry.hooks import (
     Interception,
     TransitionOutcome,
@@ -48,20 +54,22 @@ from podstack.server.registry.hooks import (
     register_lineage_contributor,
     register_transition_gate,
 )
-from podstack.server.registry.models import (
-    AliasHistory,
-    ModelAlias,
-    ModelVersion,
-    RegisteredModel,
-    StageTransition,
-    VersionFile,
+from podstack.server.registry.lookup import (
+    get_model,
+    get_version,
+    models_by_ids,
+    resolve_in_model,
+    resolve_uri,
+    version_by_alias,
+    version_by_stage,
+    version_metric_rows,
+    version_ref,
+    versions_in_stage,
 )
+from podstack.server.registry.models import ModelVersion, RegisteredModel, VersionFile
 from podstack.server.registry.rules import (
-    ALIAS_RE,
-    EXCLUSIVE_STAGES,
-    LATEST,
     ORDER_BY,
-    RESERVED_VERSION_RE,
+    STAGE_ORDER,
     STAGES,
     ModelRef,
     is_reserved_alias,
@@ -72,11 +80,14 @@ from podstack.server.registry.rules import (
     validate_labels,
     validate_model_name,
 )
+from podstack.server.registry.stages import apply_transition, stage_history, transition_stage
 from podstack.server.tracking import service as tracking
 
-# Re-exported: other capabilities and adapters reach the rules and hooks through the service.
+# Re-exported: other capabilities and adapters reach the rules, hooks, lookups and stage
+# changes through the service.
 __all__ = [
     "STAGES",
+    "STAGE_ORDER",
     "Interception",
     "ModelRef",
     "NewVersion",
@@ -89,6 +100,7 @@ __all__ = [
     "get_model",
     "get_version",
     "is_reserved_alias",
+    "models_by_ids",
     "normalize_stage",
     "parse_model_uri",
     "parse_version",
@@ -99,11 +111,14 @@ __all__ = [
     "register_transition_gate",
     "resolve_in_model",
     "resolve_uri",
+    "stage_history",
     "transition_stage",
     "validate_alias",
     "validate_model_name",
     "version_by_alias",
     "version_by_stage",
+    "version_metric_rows",
+    "versions_in_stage",
 ]
 
 
@@ -137,16 +152,6 @@ def _model_doc(m: RegisteredModel, labels: Sequence[str]) -> dict[str, Any]:
 
 def _dedupe(labels: Sequence[str]) -> list[str]:
     return list(dict.fromkeys(labels))
-
-
-def get_model(s: Session, name: str, *, for_update: bool = False) -> RegisteredModel:
-    m = repo.get_model(s, name, for_update=for_update)
-    if m is None:
-        raise NotFound(
-            f"Registered model {name!r} does not exist.",
-            {"model_name": name},
-        )
-    return m
 
 
 def _insert_model(
@@ -282,7 +287,8 @@ def search_models(
     page_token: str | None = None,
 ) -> tuple[list[pages.ModelRow], str | None]:
     """Free text over name and description; ``stage``: has a version in that stage;
-    ``labels``: has all of them. Ordered by name (A→Z) or last update (newest first).
+    ``labels``: has all of them. Ordered by name (A→Z), last update (newest first) or stage
+    (models with a Production version first, then Staging, None, Archived, then none).
     The rows are plain column tuples with ``RegisteredModel``'s attribute names."""
     order = (order_by or "name").strip().lower()
     order = {"updated_at": "updated", "last_updated": "updated", "-updated": "updated"}.get(
@@ -295,13 +301,16 @@ def search_models(
         )
     lim = clamp_limit(limit)
     stage_c = normalize_stage(stage) if stage else None
-    after = decode_token(page_token, 2 if order == "updated" else 1)
+    after = decode_token(page_token, 1 if order == "name" else 2)
     if after is not None:
         # A token is opaque but client-held: check its shape so a forged one is a 400, not a
         # type error in the database.
         try:
             if order == "updated":
                 after = [datetime.fromisoformat(str(after[0])), int(after[1])]
+            elif order == "stage":
+                if not isinstance(after[0], int) or not isinstance(after[1], str):
+                    raise ValueError(after)
             elif not isinstance(after[0], str):
                 raise ValueError(after[0])
         except (TypeError, ValueError):
@@ -318,31 +327,16 @@ def search_models(
     if not (maybe_more and rows):
         return rows, None
     last = rows[-1]
-    key = [last.updated_at.isoformat(), last.id] if order == "updated" else [last.name]
+    if order == "updated":
+        key: list[Any] = [last.updated_at.isoformat(), last.id]
+    elif order == "stage":
+        key = [pages.stage_rank(s, last.id), last.name]
+    else:
+        key = [last.name]
     return rows, encode_token(key)
 
 
 # ---------------------------------------------------------------- versions
-
-
-def _version_ref(m: RegisteredModel, mv: ModelVersion) -> str:
-    return f"{m.name}/{mv.version}"
-
-
-def get_version(
-    s: Session, name: str, version: Any, *, for_update: bool = False
-) -> tuple[RegisteredModel, ModelVersion]:
-    n = parse_version(version)
-    m = get_model(s, name)
-    mv = repo.get_version(s, m.id, n, for_update=for_update)
-    if mv is None:
-        latest = repo.highest_version(s, m.id)
-        hint = f" Its highest version is {latest.version}." if latest else " It has no versions."
-        raise NotFound(
-            f"Model {name!r} has no version {n}.{hint}",
-            {"model_name": name, "version": n},
-        )
-    return m, mv
 
 
 def _relative_files(prefix: str, entries: Sequence[Any]) -> list[tuple[str, int, str]]:
@@ -422,7 +416,7 @@ def add_version(
         "parent": parent,
         "files": len(files),
     }
-    audit.record(s, actor, "version.create", "model_version", _version_ref(m, mv), None, doc)
+    audit.record(s, actor, "version.create", "model_version", version_ref(m, mv), None, doc)
     events.emit(
         s,
         "version.created",
@@ -469,7 +463,7 @@ def update_version(
         actor,
         "version.update",
         "model_version",
-        _version_ref(m, mv),
+        version_ref(m, mv),
         before,
         {"description": mv.description},
     )
@@ -514,7 +508,7 @@ def set_version_tag(s: Session, actor: str, name: str, version: Any, key: str, v
         actor,
         "version.set_tag",
         "model_version",
-        _version_ref(m, mv),
+        version_ref(m, mv),
         None if old is None else {key: old},
         {key: value},
     )
@@ -530,7 +524,7 @@ def delete_version_tag(s: Session, actor: str, name: str, version: Any, key: str
         )
     mv.updated_at = utcnow()
     audit.record(
-        s, actor, "version.delete_tag", "model_version", _version_ref(m, mv), {key: old}, None
+        s, actor, "version.delete_tag", "model_version", version_ref(m, mv), {key: old}, None
     )
 
 
@@ -559,7 +553,7 @@ def log_version_metrics(
         actor,
         "version.log_metrics",
         "model_version",
-        _version_ref(m, mv),
+        version_ref(m, mv),
         None,
         {"metrics": {k: _json_number(v) for k, v in metrics.items()}},
     )
@@ -587,329 +581,3 @@ def version_file(s: Session, name: str, version: Any, path: str) -> VersionFile:
             {"model_name": name, "version": mv.version, "path": path, "available": sample},
         )
     return row
-
-
-# ---------------------------------------------------------------- stages
-
-
-def transition_stage(
-    s: Session,
-    actor: str,
-    name: str,
-    version: Any,
-    stage: Any,
-    *,
-    note: str | None = None,
-    archive_existing: bool = False,
-) -> TransitionOutcome:
-    """The public entry for a requested stage change: validates, lets registered gates
-    (approvals) take it over, otherwise applies it."""
-    to_stage = normalize_stage(stage)
-    _check_archive_existing(to_stage, archive_existing)
-    m, mv = get_version(s, name, version)
-    if mv.stage == to_stage and not (archive_existing and _others_in(s, mv, to_stage)):
-        return TransitionOutcome(mv, applied=False)  # nothing to do, nothing to record
-    proposal = TransitionProposal(
-        model_name=m.name,
-        version=mv.version,
-        from_stage=mv.stage,
-        to_stage=to_stage,
-        note=note,
-        archive_existing=archive_existing,
-        actor=actor,
-    )
-    for gate in hooks.TRANSITION_GATES:
-        taken = gate(s, proposal)
-        if taken is not None:
-            return TransitionOutcome(mv, applied=False, interception=taken)
-    mv = apply_transition(
-        s, actor, name, mv.version, to_stage, note=note, archive_existing=archive_existing
-    )
-    return TransitionOutcome(mv, applied=True)
-
-
-def _check_archive_existing(to_stage: str, archive_existing: bool) -> None:
-    if archive_existing and to_stage not in EXCLUSIVE_STAGES:
-        raise ValidationFailed(
-            f"archive_existing applies to transitions into Staging or Production, not {to_stage}.",
-            {"stage": to_stage, "archive_existing": True},
-        )
-
-
-def _others_in(s: Session, mv: ModelVersion, stage: str) -> list[ModelVersion]:
-    return [v for v in repo.versions_in_stage(s, mv.model_id, stage) if v.id != mv.id]
-
-
-def apply_transition(
-    s: Session,
-    actor: str,
-    name: str,
-    version: Any,
-    stage: Any,
-    *,
-    note: str | None = None,
-    archive_existing: bool = False,
-    request_id: str | None = None,
-) -> ModelVersion:
-    """The primitive that changes a version's stage (no gates): records the transition,
-    archives the others in the target stage if asked (each recorded too), emits events."""
-    to_stage = normalize_stage(stage)
-    _check_archive_existing(to_stage, archive_existing)
-    # Lock the model row: two promotions with archive_existing must not both survive.
-    m = get_model(s, name, for_update=True)
-    _, mv = get_version(s, name, version, for_update=True)
-    if archive_existing:
-        for other in _others_in(s, mv, to_stage):
-            _record_transition(
-                s,
-                actor,
-                m,
-                other,
-                "Archived",
-                note=f"Archived: version {mv.version} moved to {to_stage}.",
-                request_id=request_id,
-            )
-    if mv.stage != to_stage:
-        _record_transition(s, actor, m, mv, to_stage, note=note, request_id=request_id)
-    m.updated_at = utcnow()
-    return mv
-
-
-def _record_transition(
-    s: Session,
-    actor: str,
-    m: RegisteredModel,
-    mv: ModelVersion,
-    to_stage: str,
-    *,
-    note: str | None,
-    request_id: str | None,
-) -> None:
-    now = utcnow()
-    from_stage = mv.stage
-    mv.stage = to_stage
-    mv.stage_updated_at = now
-    mv.updated_at = now
-    repo.add_transition(
-        s,
-        StageTransition(
-            model_id=m.id,
-            version_id=mv.id,
-            version=mv.version,
-            from_stage=from_stage,
-            to_stage=to_stage,
-            actor=actor,
-            at=now,
-            note=note,
-            request_id=request_id,
-        ),
-    )
-    audit.record(
-        s,
-        actor,
-        "version.transition",
-        "model_version",
-        _version_ref(m, mv),
-        {"stage": from_stage},
-        {"stage": to_stage, "note": note, "request_id": request_id},
-    )
-    events.emit(
-        s,
-        "stage.transition_applied",
-        {
-            "model_name": m.name,
-            "version": mv.version,
-            "from_stage": from_stage,
-            "to_stage": to_stage,
-            "note": note,
-            "request_id": request_id,
-        },
-        actor,
-    )
-
-
-def stage_history(
-    s: Session, name: str, version: Any
-) -> tuple[RegisteredModel, list[StageTransition]]:
-    m, mv = get_version(s, name, version)
-    return m, repo.transitions_of_version(s, mv.id)
-
-
-def version_by_stage(
-    s: Session, name: str, stage: Any, at: datetime | None = None
-) -> tuple[RegisteredModel, ModelVersion]:
-    """The version in ``stage`` (the one moved there most recently), now or at ``at``."""
-    stage_c = normalize_stage(stage)
-    m = get_model(s, name)
-    if at is None:
-        found = repo.versions_in_stage(s, m.id, stage_c)
-        if not found:
-            raise NotFound(
-                f"Model {name!r} has no version in stage {stage_c}.",
-                {"model_name": name, "stage": stage_c},
-            )
-        return m, found[0]
-    at = as_utc(at)
-    # Replay the recorded transitions up to ``at``: stage and entry time per version number.
-    state: dict[int, tuple[str, datetime]] = {
-        v.version: ("None", v.created_at) for v in repo.versions_created_until(s, m.id, at)
-    }
-    for t in repo.transitions_until(s, m.id, at):
-        state[t.version] = (t.to_stage, t.at)
-    in_stage = [(entered, n) for n, (st, entered) in state.items() if st == stage_c]
-    when = at.isoformat()
-    if not in_stage:
-        raise NotFound(
-            f"Model {name!r} had no version in stage {stage_c} at {when}.",
-            {"model_name": name, "stage": stage_c, "at": when},
-        )
-    _, number = max(in_stage)
-    mv = repo.get_version(s, m.id, number)
-    if mv is None:
-        raise NotFound(
-            f"Version {number} of {name!r} was in {stage_c} at {when} but has since been deleted.",
-            {"model_name": name, "stage": stage_c, "at": when, "version": number},
-        )
-    return m, mv
-
-
-# ---------------------------------------------------------------- aliases
-
-
-def drop_alias(
-    s: Session, actor: str, m: RegisteredModel, a: ModelAlias, version: int | None, reason: str
-) -> None:
-    now = utcnow()
-    alias = a.alias
-    s.delete(a)
-    repo.add_alias_history(
-        s,
-        AliasHistory(
-            model_id=m.id,
-            alias=alias,
-            kind="delete",
-            version=None,
-            previous_version=version,
-            actor=actor,
-            at=now,
-        ),
-    )
-    m.updated_at = now
-    s.flush()
-    audit.record(
-        s,
-        actor,
-        "alias.delete",
-        "registered_model",
-        m.name,
-        {"alias": alias, "version": version},
-        {"reason": reason},
-    )
-    events.emit(
-        s,
-        "alias.deleted",
-        {"model_name": m.name, "alias": alias, "version": version, "reason": reason},
-        actor,
-    )
-
-
-def existing_alias(s: Session, m: RegisteredModel, alias: str) -> ModelAlias:
-    if is_reserved_alias(alias):
-        raise ValidationFailed(
-            f"{alias!r} is a reserved alias (computed, not stored); it cannot be changed.",
-            {"alias": alias},
-        )
-    a = repo.get_alias(s, m.id, alias)
-    if a is None:
-        names = [x.alias for x in repo.aliases_of_model(s, m.id)]
-        raise NotFound(
-            f"Model {m.name!r} has no alias {alias!r}."
-            + (f" Its aliases: {', '.join(names)}." if names else " It has no aliases."),
-            {"model_name": m.name, "alias": alias, "aliases": names},
-        )
-    return a
-
-
-def version_by_alias(
-    s: Session, name: str, alias: str, at: datetime | None = None
-) -> tuple[RegisteredModel, ModelVersion]:
-    """Resolves an alias (or the reserved ``latest`` / ``v<N>``), now or at date ``at``."""
-    if (
-        at is None
-        and isinstance(alias, str)
-        and ALIAS_RE.fullmatch(alias)
-        and not is_reserved_alias(alias)
-    ):
-        # The common case, a stored alias now: one joined query. A miss falls through to
-        # the step-by-step lookups below, which say what is missing.
-        hit = repo.model_and_aliased_version(s, name, alias)
-        if hit is not None:
-            return hit
-    m = get_model(s, name)
-    if not isinstance(alias, str) or not ALIAS_RE.fullmatch(alias):
-        validate_alias(alias)  # raises with the syntax message
-    at_c = as_utc(at) if at is not None else None
-    when = at_c.isoformat() if at_c else None
-    if alias.lower() == LATEST:
-        mv = repo.highest_version(s, m.id, created_before=at_c)
-        if mv is None:
-            raise NotFound(
-                f"Model {name!r} has no versions" + (f" created by {when}." if when else "."),
-                {"model_name": name, "alias": alias},
-            )
-        return m, mv
-    if (hit := RESERVED_VERSION_RE.fullmatch(alias)) is not None:
-        _, mv = get_version(s, name, int(hit.group(1)))
-        if at_c is not None and mv.created_at > at_c:
-            raise NotFound(
-                f"Version {mv.version} of {name!r} did not exist yet at {when}.",
-                {"model_name": name, "alias": alias, "at": when},
-            )
-        return m, mv
-    if at_c is None:
-        a = existing_alias(s, m, alias)
-        return m, repo.versions_by_ids(s, [a.version_id])[a.version_id]
-    row = repo.alias_state_at(s, m.id, alias, at_c)
-    if row is None or row.version is None:
-        raise NotFound(
-            f"Alias {alias!r} of {name!r} did not point at any version at {when}.",
-            {"model_name": name, "alias": alias, "at": when},
-        )
-    mv = repo.get_version(s, m.id, row.version)
-    if mv is None:
-        raise NotFound(
-            f"Alias {alias!r} of {name!r} pointed at version {row.version} at {when}, which has "
-            "since been deleted.",
-            {"model_name": name, "alias": alias, "at": when, "version": row.version},
-        )
-    return m, mv
-
-
-# ---------------------------------------------------------------- models:/ references
-
-
-def resolve_uri(s: Session, uri: str) -> tuple[RegisteredModel, ModelVersion]:
-    ref = parse_model_uri(uri)
-    if ref.kind == "version":
-        return get_version(s, ref.name, int(ref.value))
-    if ref.kind == "stage":
-        return version_by_stage(s, ref.name, ref.value)
-    return version_by_alias(s, ref.name, ref.value)  # alias, or the reserved "latest"
-
-
-def resolve_in_model(
-    s: Session, m: RegisteredModel, ref: Any, why: str | None = None
-) -> ModelVersion:
-    """A version of model ``m`` given as a number or a ``models:/`` URI that must name ``m``
-    (``why`` ends the error message when it names another model)."""
-    if isinstance(ref, str) and ref.startswith("models:/"):
-        other, mv = resolve_uri(s, ref)
-        if other.id != m.id:
-            raise ValidationFailed(
-                f"{ref} is a version of model {other.name!r}, not of {m.name!r}"
-                + (f"; {why}." if why else "."),
-                {"model_name": m.name, "ref": ref, "ref_model_name": other.name},
-            )
-        return mv
-    _, mv = get_version(s, m.name, ref)
-    return mv

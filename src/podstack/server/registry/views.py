@@ -22,13 +22,9 @@ from podstack.server.pagination import clamp_limit, decode_token, encode_token
 from podstack.server.registry import hooks
 from podstack.server.registry import model_pages as pages
 from podstack.server.registry import repository as repo
+from podstack.server.registry.lookup import get_model, get_version, resolve_in_model
 from podstack.server.registry.models import ModelVersion, RegisteredModel
-from podstack.server.registry.service import (
-    NewVersion,
-    get_model,
-    get_version,
-    resolve_in_model,
-)
+from podstack.server.registry.service import NewVersion
 from podstack.server.tracking import service as tracking
 
 # ---------------------------------------------------------------- models and versions

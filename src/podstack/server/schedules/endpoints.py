@@ -10,19 +10,13 @@ from fastapi import APIRouter, Query, Response
 from podstack.schemas import schedules as sch
 from podstack.schemas.common import Page
 from podstack.server.db.base import utcnow
-from podstack.server.deps import Ctx, EditorCtx, ViewerCtx
+from podstack.server.deps import EditorCtx, ViewerCtx
 from podstack.server.schedules import executions, service
 
 router = APIRouter(tags=["schedules"])
 
 Limit = Annotated[int | None, Query(description="Page size (1-1000, default 100).")]
 PageToken = Annotated[str | None, Query(description="next_page_token of the previous page.")]
-
-
-def _wake(ctx: Ctx) -> None:
-    scheduler = getattr(ctx.state, "scheduler", None)
-    if scheduler is not None:
-        scheduler.wake()
 
 
 @router.post(
@@ -116,9 +110,7 @@ def delete_schedule(ref: str, ctx: EditorCtx) -> Response:
 def trigger_schedule(ref: str, ctx: EditorCtx) -> sch.Execution:
     with ctx.write() as s:
         ex = service.trigger_schedule(s, ctx.actor, ref)
-        out = service.execution_views(s, [ex])[0]
-    _wake(ctx)
-    return out
+        return service.execution_views(s, [ex])[0]
 
 
 @router.get(
@@ -156,9 +148,7 @@ def get_execution(execution_id: str, ctx: ViewerCtx) -> sch.Execution:
 def cancel_execution(execution_id: str, ctx: EditorCtx) -> sch.Execution:
     with ctx.write() as s:
         ex = executions.request_cancel(s, ctx.actor, execution_id, utcnow())
-        out = service.execution_views(s, [ex])[0]
-    _wake(ctx)
-    return out
+        return service.execution_views(s, [ex])[0]
 
 
 @router.post(

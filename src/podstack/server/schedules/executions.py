@@ -29,7 +29,7 @@ from podstack.server.auth.models import User
 from podstack.server.auth.principal import Principal
 from podstack.server.db.base import new_id, utcnow
 from podstack.server.events import service as events
-from podstack.server.schedules import cron
+from podstack.server.schedules import cron, wakeup
 from podstack.server.schedules import repository as repo
 from podstack.server.schedules.models import Schedule, ScheduleExecution
 from podstack.server.tracking import service as tracking
@@ -53,6 +53,14 @@ _ACTIVE = {s.value for s in sch.ACTIVE_STATUSES}
 class FirePolicy:
     misfire_threshold_seconds: int
     default_grace_seconds: int
+    # How often the scheduler looks for due ticks: a tick reached later than two of these
+    # (at least 10 s) was missed at its time (server down or overloaded) even if it is still
+    # within the misfire threshold, and the execution says so.
+    tick_seconds: float = 5.0
+
+    @property
+    def late_note_seconds(self) -> float:
+        return max(2 * self.tick_seconds, 10.0)
 
 
 @dataclass
@@ -135,6 +143,16 @@ def fire(s: Session, row: Schedule, now: datetime, policy: FirePolicy) -> list[S
                 else "misfire policy is 'skip'"
             )
             notes.insert(0, f"Skipped: the scheduler reached this tick {late} ({why}).")
+    elif lateness > policy.late_note_seconds:
+        # Within the threshold it runs as an ordinary tick, but not silently: the history
+        # shows that the scheduler was not there at the tick's time.
+        notes.insert(
+            0,
+            f"Late: the scheduler reached this tick {_span(lateness)} after its time "
+            f"{latest:%Y-%m-%d %H:%M:%S} UTC (no scheduler was running, or it was overloaded); "
+            f"within the {_span(policy.misfire_threshold_seconds)} misfire threshold, so it "
+            "ran as usual.",
+        )
     if (
         status == sch.ExecutionStatus.QUEUED
         and row.overlap_policy == sch.OverlapPolicy.SKIP.value
@@ -455,6 +473,7 @@ def request_cancel(s: Session, actor: str, execution_id: str, now: datetime) -> 
         None,
         {"execution_id": ex.id, "status": ex.status},
     )
+    wakeup.after_commit(s)  # the owning scheduler kills a running one at its next tick: now
     return ex
 
 

@@ -42,6 +42,13 @@ def deleted_named(s: Session, name: str) -> Schedule | None:
     )
 
 
+def webhook_schedules(s: Session) -> list[Schedule]:
+    """Every schedule (deleted ones too) whose executor is a webhook. The executor is JSON, so
+    the type is filtered here; there are few schedules, and this runs once at start."""
+    rows = s.scalars(select(Schedule).order_by(Schedule.id)).all()
+    return [r for r in rows if (r.executor or {}).get("type") == "webhook"]
+
+
 def live_name_taken(s: Session, name: str) -> bool:
     q = select(Schedule.id).where(Schedule.name == name, Schedule.deleted_at.is_(None))
     return s.scalar(q) is not None

@@ -25,11 +25,12 @@ from typing import Any, Protocol
 from sqlalchemy.exc import IntegrityError
 
 from podstack.schemas.schedules import ExecutionStatus
+from podstack.server import egress, file_modes, secretbox
 from podstack.server.artifacts.store import BlobStore, StoredBlob
 from podstack.server.config import Settings
 from podstack.server.db.base import new_id
 from podstack.server.db.session import Database
-from podstack.server.schedules import executions
+from podstack.server.schedules import executions, wakeup
 from podstack.server.schedules import repository as repo
 from podstack.server.schedules.executors.base import ExecutorError, Outcome
 from podstack.server.schedules.executors.kubernetes import ApiFactory, KubernetesExecutor
@@ -106,18 +107,23 @@ class Scheduler:
         self.settings = settings
         self.store = store
         self.clock: Clock = clock or SystemClock()
+        wakeup.register(self)
         self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{new_id('w', 4)}"
         self.api_url = (api_url or default_api_url(settings)).rstrip("/")
         self.policy = executions.FirePolicy(
             misfire_threshold_seconds=settings.scheduler_misfire_threshold_seconds,
             default_grace_seconds=settings.scheduler_misfire_grace_seconds,
+            tick_seconds=settings.scheduler_tick_seconds,
         )
         self.work_dir = Path(settings.home) / "executions"
         self.local = LocalExecutor(
             self.work_dir, kill_grace_seconds=settings.scheduler_kill_grace_seconds
         )
         self.webhook = WebhookExecutor(
-            timeout=settings.scheduler_webhook_timeout_seconds, transport=webhook_transport
+            allow=egress.allow_list(settings),
+            secrets=secretbox.for_settings(settings),
+            timeout=settings.scheduler_webhook_timeout_seconds,
+            transport=webhook_transport,
         )
         self.kubernetes = KubernetesExecutor(
             namespace=settings.kubernetes_namespace,
@@ -366,7 +372,7 @@ class Scheduler:
         temp: Path | None = None
         try:
             if path is None and outcome.log_text is not None:
-                self.work_dir.mkdir(parents=True, exist_ok=True)
+                file_modes.private_dirs(self.work_dir)
                 fd, name = tempfile.mkstemp(
                     prefix=f"{execution_id}-", suffix=".log", dir=self.work_dir
                 )

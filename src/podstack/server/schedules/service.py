@@ -1,4 +1,4 @@
-"""Schedule rules: create, edit, pause, resume, delete, Run now, views.
+"""Schedule rules: create, edit, pause, resume, delete, Run now (their views: ``views.py``).
 
 The execution lifecycle (firing, starting, finishing, cancelling) lives in ``executions.py``;
 the loop that drives it in ``scheduler.py``. ``now`` is always passed in, so the scheduler's
@@ -15,17 +15,34 @@ from sqlalchemy.orm import Session
 
 from podstack.errors import BadRequest, Conflict, NotFound, PermissionDenied, ValidationFailed
 from podstack.schemas import schedules as sch
+from podstack.server import egress, secretbox
 from podstack.server.audit import service as audit
 from podstack.server.auth.principal import Principal
 from podstack.server.config import Settings
 from podstack.server.db.base import model_to_dict, new_id, utcnow
 from podstack.server.pagination import clamp_limit, decode_token, page_of
-from podstack.server.schedules import cron
+from podstack.server.schedules import cron, wakeup
 from podstack.server.schedules import repository as repo
 from podstack.server.schedules.models import Schedule, ScheduleExecution
+from podstack.server.schedules.views import (
+    NEXT_FIRE_PREVIEW,
+    execution_view,
+    execution_views,
+    redact,
+    schedule_view,
+    schedule_views,
+)
 from podstack.server.tracking import service as tracking
 
-NEXT_FIRE_PREVIEW = 5
+# Row-to-response code lives in views.py; re-exported for the entry points.
+__all__ = [
+    "execution_view",
+    "execution_views",
+    "redact",
+    "schedule_view",
+    "schedule_views",
+]
+
 # Running arbitrary commands on the server host is an admin's call, not an editor's.
 LOCAL_EXECUTOR_ROLE = "admin"
 _AUDIT_FIELDS = [
@@ -49,14 +66,6 @@ def _audit_doc(row: Schedule) -> dict[str, Any]:
     doc = model_to_dict(row, _AUDIT_FIELDS)
     doc["executor"] = redact(row.executor)
     return doc
-
-
-def redact(executor: dict[str, Any]) -> dict[str, Any]:
-    """Executor settings fit for output and audit: the webhook secret never leaves."""
-    out = dict(executor)
-    if out.get("secret"):
-        out["secret"] = sch.SECRET_MASK
-    return out
 
 
 # ---------------------------------------------------------------- validation
@@ -88,6 +97,11 @@ def _validate_executor(
             "real secret (16+ characters).",
             {"field": "executor.secret"},
         )
+    if model.type == "webhook":
+        # Editors set this URL and the server POSTs to it: the egress rules (no loopback,
+        # private, link-local or metadata address unless allow-listed) apply here and again
+        # at every send.
+        egress.validate_url(model.url, settings, what="Webhook executor URL", field="executor.url")
     if model.type == "local" and not principal.has_role(LOCAL_EXECUTOR_ROLE):
         raise PermissionDenied(
             "Schedules with the local executor run commands on the server host, so only admins "
@@ -110,6 +124,53 @@ def _validate_executor(
                 {"field": "executor.type", "setting": "PODSTACK_PUBLIC_URL"},
             )
     return model.model_dump(mode="json", exclude_none=True)
+
+
+def _seal(
+    executor: dict[str, Any], settings: Settings, old: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """The executor as stored: a webhook secret encrypted (secretbox.py). An unchanged secret
+    keeps its stored ciphertext, so re-saving the same settings is not a change."""
+    secret = executor.get("secret")
+    if executor.get("type") != "webhook" or not secret:
+        return executor
+    box = secretbox.for_settings(settings)
+    previous = (old or {}).get("secret")
+    if old and old.get("type") == "webhook" and previous and box.is_encrypted(previous):
+        try:
+            if box.decrypt(previous) == secret:
+                return {**executor, "secret": previous}
+        except secretbox.SecretKeyError:
+            pass
+    return {**executor, "secret": box.encrypt(secret)}
+
+
+def _stored_secret(executor: dict[str, Any], settings: Settings) -> str | None:
+    try:
+        return secretbox.for_settings(settings).decrypt(executor.get("secret") or "") or None
+    except secretbox.SecretKeyError as exc:
+        raise ValidationFailed(
+            f"{exc} Give executor.secret to replace it.", {"field": "executor.secret"}
+        ) from None
+
+
+def encrypt_stored_secrets(s: Session, box: secretbox.SecretBox) -> tuple[int, int]:
+    """Encrypts webhook-executor secrets stored in clear (rows from before encryption at rest);
+    returns (encrypted now, stored values the key cannot decrypt)."""
+    sealed = unreadable = 0
+    for row in repo.webhook_schedules(s):
+        secret = (row.executor or {}).get("secret")
+        if not secret:
+            continue
+        if not box.is_encrypted(secret):
+            row.executor = {**row.executor, "secret": box.encrypt(secret)}
+            sealed += 1
+            continue
+        try:
+            box.decrypt(secret)
+        except secretbox.SecretKeyError:
+            unreadable += 1
+    return sealed, unreadable
 
 
 def _experiment_id(s: Session, ref: str) -> str:
@@ -206,6 +267,7 @@ def create_schedule(
     expr = cron.validate(body.cron)
     cron.zone(body.timezone)
     executor = _validate_executor(body.executor.model_dump(mode="json"), principal, settings)
+    executor = _seal(executor, settings)
     experiment_id = _experiment_id(s, body.experiment_id)
     if repo.live_name_taken(s, body.name):
         raise Conflict(
@@ -280,8 +342,9 @@ def update_schedule(
             and old.get("type") == "webhook"
             and raw.get("secret") in (None, "", sch.SECRET_MASK)
         ):
-            raw["secret"] = old.get("secret")
-        changes["executor"] = _validate_executor(raw, principal, settings)
+            raw["secret"] = _stored_secret(old, settings)
+        checked = _validate_executor(raw, principal, settings)
+        changes["executor"] = _seal(checked, settings, old)
     elif row.executor.get("type") == "local" and sent:
         # Editing any part of a job that runs on the server host is an admin's call too.
         _validate_executor(row.executor, principal, settings)
@@ -410,92 +473,8 @@ def trigger_schedule(
     )
     repo.add_execution(s, ex)
     audit.record(s, actor, "schedule.trigger", "schedule", row.id, None, {"execution_id": ex.id})
+    wakeup.after_commit(s)  # start it now, not at the next interval
     return ex
-
-
-# ---------------------------------------------------------------- views
-
-
-def execution_view(ex: ScheduleExecution, schedule_name: str | None = None) -> sch.Execution:
-    duration = None
-    if ex.started_at is not None and ex.finished_at is not None:
-        duration = max(0.0, (ex.finished_at - ex.started_at).total_seconds())
-    return sch.Execution(
-        id=ex.id,
-        schedule_id=ex.schedule_id,
-        schedule_name=schedule_name,
-        schedule_version=ex.schedule_version,
-        scheduled_time=ex.scheduled_time,
-        trigger=sch.Trigger(ex.trigger),
-        status=sch.ExecutionStatus(ex.status),
-        run_id=ex.run_id,
-        executor=ex.executor,
-        started_at=ex.started_at,
-        finished_at=ex.finished_at,
-        duration_seconds=duration,
-        exit_code=ex.exit_code,
-        log_tail=ex.log_tail,
-        log_artifact=ex.log_artifact,
-        message=ex.message,
-        cancel_requested=ex.cancel_requested,
-        external_id=ex.external_id,
-        created_at=ex.created_at,
-    )
-
-
-def execution_views(s: Session, rows: list[ScheduleExecution]) -> list[sch.Execution]:
-    names = repo.schedule_names(s, [r.schedule_id for r in rows])
-    return [execution_view(r, names.get(r.schedule_id)) for r in rows]
-
-
-def schedule_views(
-    s: Session, rows: list[Schedule], *, now: datetime | None = None
-) -> list[sch.Schedule]:
-    now = now or utcnow()
-    last = repo.last_executions(s, [r.id for r in rows])
-    exp_names = repo.experiment_names(s, [r.experiment_id for r in rows if r.experiment_id])
-    out = []
-    for r in rows:
-        upcoming: list[datetime] = []
-        if r.next_fire_at is not None:
-            upcoming = [
-                r.next_fire_at,
-                *cron.next_n(r.cron, r.timezone, r.next_fire_at, NEXT_FIRE_PREVIEW - 1),
-            ]
-        ex = last.get(r.id)
-        out.append(
-            sch.Schedule(
-                id=r.id,
-                name=r.name,
-                description=r.description,
-                experiment_id=r.experiment_id,
-                experiment_name=exp_names.get(r.experiment_id) if r.experiment_id else None,
-                cron=r.cron,
-                timezone=r.timezone,
-                cron_description=cron.describe(r.cron),
-                config=dict(r.config or {}),
-                executor=redact(r.executor),
-                overlap_policy=sch.OverlapPolicy(r.overlap_policy),
-                misfire_policy=sch.MisfirePolicy(r.misfire_policy),
-                misfire_grace_seconds=r.misfire_grace_seconds,
-                timeout_seconds=r.timeout_seconds,
-                paused=r.paused,
-                deleted=r.deleted_at is not None,
-                next_fire_at=r.next_fire_at,
-                next_fire_times=upcoming,
-                version=r.version,
-                created_by=r.created_by,
-                created_at=r.created_at,
-                updated_at=r.updated_at,
-                deleted_at=r.deleted_at,
-                last_execution=execution_view(ex, r.name) if ex else None,
-            )
-        )
-    return out
-
-
-def schedule_view(s: Session, row: Schedule, *, now: datetime | None = None) -> sch.Schedule:
-    return schedule_views(s, [row], now=now)[0]
 
 
 def list_executions(

@@ -95,6 +95,12 @@ def run_latest_metrics(s: Session, run_ids: Sequence[str]) -> dict[str, dict[str
     return out
 
 
+def latest_metric_rows(s: Session, run_id: str) -> list[LatestMetric]:
+    """A run's latest metric rows (value, step, timestamp), by key."""
+    q = select(LatestMetric).where(LatestMetric.run_id == run_id).order_by(LatestMetric.key)
+    return list(s.scalars(q))
+
+
 def run_datasets(s: Session, run_ids: Sequence[str]) -> dict[str, list[RunDataset]]:
     out: dict[str, list[RunDataset]] = {r: [] for r in run_ids}
     q = select(RunDataset).where(RunDataset.run_id.in_(run_ids)).order_by(RunDataset.id)

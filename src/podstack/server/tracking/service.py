@@ -173,6 +173,16 @@ def get_run(s: Session, run_id: str, *, for_update: bool = False) -> Run:
     return run
 
 
+def find_run(s: Session, run_id: str) -> Run | None:
+    """The run, or None (for callers to whom a missing run is not an error)."""
+    return repo.get_run(s, run_id)
+
+
+def latest_metric_rows(s: Session, run_id: str) -> list[LatestMetric]:
+    """The run's latest value of each metric, with its step and timestamp, by key."""
+    return repo.latest_metric_rows(s, run_id)
+
+
 def require_active_run(s: Session, run_id: str) -> Run:
     """Params, metrics, artifacts and datasets may only be logged while a run is RUNNING."""
     run = get_run(s, run_id)

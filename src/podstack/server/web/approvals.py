@@ -21,6 +21,7 @@ from podstack.server.web.core import (
     ViewerPage,
     WebCtx,
     WebRoute,
+    form_errors,
     safe_next,
 )
 
@@ -171,14 +172,11 @@ def save_policy(
         with ctx.write() as s:
             policies.set_policy(s, ctx.actor, form["model"] or None, body)
     except PodstackError as exc:
-        field = exc.details.get("field") if isinstance(exc.details, dict) else None
-        if field is None and "stage" in exc.details:
-            field = "gated_stages"
-        if field is None and exc.status == 404:
-            field = "model"
-        return _policies_page(
-            ctx, form=form, errors={str(field or "_form"): exc.message}, status=exc.status
+        # A stage named in the details is one of the gated stages; a 404 is the model.
+        errors = form_errors(
+            exc, "model" if exc.status == 404 else "_form", by_detail=[("stage", "gated_stages")]
         )
+        return _policies_page(ctx, form=form, errors=errors, status=exc.status)
     where = f"model {form['model']}" if form["model"] else "the default"
     return ctx.redirect(url_with_edit(form["model"]), f"Approval policy of {where} saved.")
 
@@ -205,12 +203,13 @@ def create_group(
         with ctx.write() as s:
             policies.create_group(s, ctx.actor, name, None, _split(group_members))
     except PodstackError as exc:
-        field = (
-            "group_name"
-            if exc.details.get("field") == "name" or exc.status == 409
-            else ("group_members")
+        errors = form_errors(
+            exc,
+            "group_name" if exc.status == 409 else "group_members",
+            rename={"name": "group_name"},
+            fields={"group_name"},
         )
-        return _policies_page(ctx, group_errors={field: exc.message}, status=exc.status)
+        return _policies_page(ctx, group_errors=errors, status=exc.status)
     return ctx.redirect("/approvals/policies#groups", f"Group {name} created.")
 
 
@@ -300,8 +299,7 @@ def _decision_form(
     ctx: WebCtx, request_id: str, action: str, error: PodstackError, comment: str
 ) -> Response:
     """A refused decision re-rendered in its dialog (htmx), or the page with the dialog open."""
-    field = "comment" if error.details.get("field") == "comment" else "_form"
-    errors = {field: error.message}
+    errors = form_errors(error, fields={"comment"})
     status = 422 if error.status in (400, 422) else error.status
     if ctx.htmx:
         return ctx.render(
@@ -329,7 +327,9 @@ def approve(ctx: ViewerAction, request_id: str, comment: Annotated[str, Form()] 
         with ctx.write() as s:
             service.refresh(s, request_id)
         with ctx.write() as s:
-            req = service.approve(s, ctx.principal, request_id, comment.strip() or None)
+            req = service.approve(
+                s, ctx.principal, request_id, comment.strip() or None, state=ctx.state
+            )
             view = views.request_views(s, [req])[0]
     except PodstackError as exc:
         if exc.status == 409:
@@ -338,6 +338,8 @@ def approve(ctx: ViewerAction, request_id: str, comment: Annotated[str, Form()] 
         if exc.status == 422:
             return _decision_form(ctx, request_id, "approve", exc, comment)
         raise
+    if view.status == "approved" and view.kind != "stage":
+        return ctx.redirect(request_url(request_id), f"Approved and carried out: {view.id}.")
     if view.status == "approved":
         moved = f"{view.model_name} v{view.version} is now in {view.to_stage}."
         return ctx.redirect(request_url(request_id), f"Approved: {moved}")

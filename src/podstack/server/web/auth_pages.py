@@ -10,7 +10,13 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from podstack.errors import PodstackError, Unauthenticated
 from podstack.schemas.auth import TokenOut
 from podstack.server.auth import service as auth_service
-from podstack.server.deps import SESSION_COOKIE_USER, SESSION_TOKEN_ID, authenticate
+from podstack.server.auth.models import User
+from podstack.server.deps import (
+    SESSION_COOKIE_USER,
+    authenticate,
+    check_session,
+    start_session,
+)
 from podstack.server.web.core import (
     ViewerAction,
     ViewerPage,
@@ -52,15 +58,16 @@ def login_form(request: Request, next: str = "") -> Response:
     return RedirectResponse(target, status_code=303)
 
 
-def _sign_in(request: Request, username: str, secret: str) -> tuple[int, int | None]:
-    """The user id for a username + password, or for an API token pasted as the password
-    (the first-start admin has only a token). Failed password attempts count towards the
-    lockout, so the session is committed even when sign-in is refused."""
+def _sign_in(request: Request, username: str, secret: str) -> tuple[int, int, int | None]:
+    """The user id and session generation for a username + password, or for an API token
+    pasted as the password (the first-start admin has only a token). Failed password attempts
+    count towards the lockout, so the session is committed even when sign-in is refused."""
     state = request.app.state
     settings = state.settings
     failure: Unauthenticated | None = None
     user_id: int | None = None
     token_id: int | None = None
+    generation = 0
     with state.db.session() as s:
         principal = None
         if secret:
@@ -81,7 +88,14 @@ def _sign_in(request: Request, username: str, secret: str) -> tuple[int, int | N
                 user_id = principal.user_id
                 token_id = principal.token_id
         elif failure is None:
-            if not username:
+            if not username and secret:
+                # No username means the secret was meant as an API token: say that it is
+                # not one we know, rather than asking for a username.
+                failure = Unauthenticated(
+                    "That API token is not valid: it may be mistyped, revoked or expired. "
+                    "To sign in with a password, enter your username too."
+                )
+            elif not username:
                 failure = Unauthenticated(
                     "Enter your username and password, or paste an API token."
                 )
@@ -97,9 +111,11 @@ def _sign_in(request: Request, username: str, secret: str) -> tuple[int, int | N
                     user_id = user.id
                 except Unauthenticated as exc:
                     failure = exc
+        if user_id is not None:
+            generation = s.get(User, user_id).session_generation  # type: ignore[union-attr]
     if failure is not None or user_id is None:
         raise failure or Unauthenticated("Wrong username or password.")
-    return user_id, token_id
+    return user_id, generation, token_id
 
 
 @router.post("/login")
@@ -113,22 +129,34 @@ def login_submit(
     target = safe_next(next)
     username = username.strip()
     try:
-        user_id, token_id = _sign_in(request, username, password)
+        user_id, generation, token_id = _sign_in(request, username, password)
     except Unauthenticated as exc:
         return _login_page(
             request, next_url=target, username=username, error=exc.message, status=401
         )
     # A fresh session (and CSRF token) on every sign-in.
-    request.session.clear()
-    request.session[SESSION_COOKIE_USER] = user_id
-    if token_id is not None:
-        request.session[SESSION_TOKEN_ID] = token_id
+    start_session(request, user_id, generation, token_id)
     csrf_token(request)
     return RedirectResponse(target, status_code=303)
 
 
 @router.post("/logout")
 def logout(request: Request, _csrf: Annotated[None, Depends(csrf_protect)]) -> Response:
+    # Clearing the cookie is not enough: a copy of it (saved, stolen) would still be signed.
+    # Bumping the user's session generation ends every session signed in before, this one
+    # included. Only a session that is still valid may do so, so an old cookie cannot sign
+    # its user out of newer sessions.
+    user_id = request.session.get(SESSION_COOKIE_USER)
+    if user_id is not None:
+        with request.app.state.db.session() as s:
+            user = s.get(User, user_id)
+            if user is not None and not user.disabled:
+                try:
+                    check_session(request.session, user, request.app.state.settings)
+                except Unauthenticated:
+                    pass
+                else:
+                    auth_service.sign_out(s, user)
     request.session.clear()
     flash(request, "You have signed out.")
     return RedirectResponse("/login", status_code=303)

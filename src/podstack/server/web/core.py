@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import math
 import secrets
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Collection, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -33,6 +33,7 @@ from podstack.server.auth.principal import Principal
 from podstack.server.config import Settings
 from podstack.server.db.session import Database
 from podstack.server.deps import CSRF_HEADER, CSRF_SESSION_KEY, authenticate
+from podstack.server.registry.rules import STAGES
 
 HERE = Path(__file__).parent
 TEMPLATE_DIR = HERE / "templates"
@@ -174,7 +175,7 @@ env.globals.update(
     version=podstack.__version__,
     url_with=_url_with,
     duration=fmt_duration,
-    STAGES=("None", "Staging", "Production", "Archived"),
+    STAGES=STAGES,
 )
 
 
@@ -284,6 +285,18 @@ def error_page(
     ctx = base_context(request, principal)
     ctx.update(flashes=pop_flashes(request), error=exc, status=status)
     return HTMLResponse(render_template("error.html", **ctx), status_code=status)
+
+
+async def signed_in_principal(request: Request) -> Principal | None:
+    """Who is signed in, or None, never raising: for pages any visitor may see (the 404 page
+    of an unknown URL), which must still show a signed-in user their menu, not "Sign in"."""
+    principal = getattr(request.state, "principal", None)
+    if principal is not None:
+        return principal
+    try:
+        return await run_in_threadpool(authenticate, request)
+    except PodstackError:
+        return None
 
 
 class WebRoute(APIRoute):
@@ -435,8 +448,25 @@ EditorAction = Annotated[WebCtx, Depends(_action_dep("editor"))]
 AdminAction = Annotated[WebCtx, Depends(_action_dep("admin"))]
 
 
-def form_errors(exc: PodstackError, default_field: str = "_form") -> dict[str, str]:
-    """Maps a service error onto the form field it names (``details.field``), so the message
-    appears under that input; anything else is shown at the top of the form."""
-    name = exc.details.get("field") if isinstance(exc.details, dict) else None
+def form_errors(
+    exc: PodstackError,
+    default_field: str = "_form",
+    *,
+    by_detail: Iterable[tuple[str, str]] = (),
+    rename: Mapping[str, str] | None = None,
+    fields: Collection[str] | None = None,
+) -> dict[str, str]:
+    """Maps a service error onto the form field it is about, so the message appears under
+    that input; anything else is shown at ``default_field`` (the top of the form).
+
+    The field is the one the error names (``details.field``), else the first of ``by_detail``
+    (detail key, form field) whose key the details carry; ``rename`` maps a service field name
+    onto the form's input name; with ``fields``, a field the form does not have falls back to
+    ``default_field``. The one place the UI does this, for every page module."""
+    details = exc.details if isinstance(exc.details, dict) else {}
+    name = details.get("field") or next((f for key, f in by_detail if key in details), None)
+    if name and rename:
+        name = rename.get(str(name), name)
+    if name and fields is not None and str(name) not in fields:
+        name = None
     return {str(name) if name else default_field: exc.message}

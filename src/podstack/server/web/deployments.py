@@ -12,7 +12,14 @@ from fastapi import APIRouter, Form, Query
 from fastapi.responses import Response
 from sqlalchemy.orm import Session
 
-from podstack.errors import BadRequest, Conflict, PodstackError, ValidationFailed
+from podstack.errors import (
+    ApprovalPending,
+    BadRequest,
+    Conflict,
+    PermissionDenied,
+    PodstackError,
+    ValidationFailed,
+)
 from podstack.schemas import deployments as sch
 from podstack.server.deployments import gateway, service
 from podstack.server.deployments.manager import get_manager
@@ -152,19 +159,36 @@ def test_inference(ctx: ViewerAction, name: str, inputs: Annotated[str, Form()] 
 
 
 def _action(ctx: WebCtx, name: str, what: str) -> Response:
-    mgr = get_manager(ctx.state)
+    try:
+        return _do_action(ctx, name, what)
+    except (ApprovalPending, PermissionDenied, Conflict) as exc:
+        # A production endpoint's rollback waits for approval; a pickle needs an admin.
+        return ctx.redirect(deployment_url(name), exc.message, "error")
+
+
+def _runtime(ctx: WebCtx) -> dict[str, Any]:
+    """What the service needs to have this app's deployment manager act after the commit."""
+    return {"settings": ctx.settings, "store": ctx.state.store}
+
+
+def _do_action(ctx: WebCtx, name: str, what: str) -> Response:
+    runtime = _runtime(ctx)
     with ctx.write() as s:
         if what == "stop":
-            d = service.set_desired_state(s, ctx.actor, name, "stopped")
+            service.set_desired_state(s, ctx.actor, name, "stopped", **runtime)
             message = f"Deployment {name} is stopping."
         elif what == "start":
-            d = service.set_desired_state(s, ctx.actor, name, "running")
+            service.set_desired_state(s, ctx.actor, name, "running", **runtime)
             message = f"Deployment {name} is starting."
         else:
-            d = service.rollback_deployment(s, ctx.actor, name)
+            d = service.rollback_deployment(
+                s,
+                ctx.actor,
+                name,
+                principal=ctx.principal,
+                **runtime,
+            )
             message = f"Rolling {name} back to version {d.version}."
-        dep_id = d.id
-    mgr.submit(dep_id)
     return ctx.redirect(deployment_url(name), message)
 
 
@@ -185,9 +209,11 @@ def rollback(ctx: EditorAction, name: str) -> Response:
 
 @router.post("/deployments/{name}/delete")
 def delete(ctx: EditorAction, name: str) -> Response:
-    with ctx.write() as s:
-        target, runtime = service.delete_deployment(s, ctx.actor, name)
-    get_manager(ctx.state).stop_runtime(target, name, runtime)
+    try:
+        with ctx.write() as s:
+            service.delete_deployment(s, ctx.actor, name, principal=ctx.principal, **_runtime(ctx))
+    except PermissionDenied as exc:
+        return ctx.redirect(deployment_url(name), exc.message, "error")
     return ctx.redirect("/deployments", f"Deployment {name} deleted.")
 
 
@@ -232,7 +258,7 @@ def deploy_form(
     ctx: ViewerPage, model: Annotated[str, Query()], version: Annotated[int, Query()]
 ) -> Response:
     ctx.principal.require("editor")
-    from podstack.client.deployments import default_endpoint_name
+    from podstack.schemas.deployments import default_endpoint_name
 
     with ctx.read() as s:
         extra = _deploy_form_context(ctx, s, model, version)
@@ -274,6 +300,7 @@ def deploy(
     min_replicas: Annotated[str, Form()] = "1",
     max_replicas: Annotated[str, Form()] = "1",
     follow: Annotated[str, Form()] = "pin",
+    production: Annotated[str, Form()] = "",
 ) -> Response:
     form = {
         "endpoint_name": endpoint_name,
@@ -282,6 +309,7 @@ def deploy(
         "min_replicas": min_replicas,
         "max_replicas": max_replicas,
         "follow": follow,
+        "production": production,
     }
     try:
         alias = follow.removeprefix("alias:") if follow.startswith("alias:") else None
@@ -294,11 +322,17 @@ def deploy(
             min_replicas=_int(min_replicas, "Min replicas"),
             max_replicas=_int(max_replicas, "Max replicas"),
             target=target or None,
+            production=production.lower() in ("1", "on", "true", "yes"),
         )
         with ctx.write() as s:
-            d = service.create_deployment(s, ctx.actor, body, ctx.settings, ctx.state.store)
-            dep_id, name = d.id, d.name
-    except (ValidationFailed, Conflict, BadRequest) as exc:
+            d = service.create_deployment(
+                s, ctx.actor, body, ctx.settings, ctx.state.store, principal=ctx.principal
+            )
+            name = d.name
+    except ApprovalPending as exc:
+        # Opened (and committed) an approval request: show it, with what happens next.
+        return ctx.redirect(f"/approvals/{exc.request_id}", exc.message, "error")
+    except (ValidationFailed, Conflict, BadRequest, PermissionDenied) as exc:
         details = exc.details if isinstance(exc.details, dict) else {}
         field = details.get("field") or next(
             (_FIELD_FOR[k] for k in _FIELD_FOR if k in details), "_form"
@@ -316,5 +350,4 @@ def deploy(
         )
     except PodstackError:
         raise
-    get_manager(ctx.state).submit(dep_id)
     return ctx.redirect(deployment_url(name), f"Deploying {model} v{version} as {name}.")

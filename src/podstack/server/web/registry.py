@@ -12,11 +12,12 @@ from fastapi.responses import Response
 from pydantic import ValidationError
 from sqlalchemy.orm import Session
 
-from podstack.errors import PodstackError
+from podstack.errors import PodstackError, ValidationFailed
 from podstack.schemas import registry as rsch
 from podstack.server.registry import aliases as alias_service
 from podstack.server.registry import service as registry
 from podstack.server.registry import views as registry_views
+from podstack.server.registry.rules import normalize_stage
 from podstack.server.tracking import service as tracking
 from podstack.server.web.core import (
     EditorAction,
@@ -34,8 +35,8 @@ VERSIONS_ON_MODEL_PAGE = 100
 CHART_VERSIONS = 20
 HISTORY_ENTRIES = 30
 MAX_VERSION_CHARTS = 12
-STAGE_FILTERS = ("Production", "Staging", "None", "Archived")
-SORTS = {"name": "Name (A→Z)", "updated": "Recently updated"}
+STAGE_FILTERS = registry.STAGE_ORDER
+SORTS = {"name": "Name (A→Z)", "updated": "Recently updated", "stage": "Stage (Production first)"}
 
 
 def split_labels(text: str) -> list[str]:
@@ -69,12 +70,32 @@ def models_page(
     q: str = "",
     stage: str = "",
     label: Annotated[list[str], Query()] = [],  # noqa: B006
-    sort: str = "name",
+    sort: str = "",
+    order_by: str = "",
     page_token: str | None = None,
 ) -> Response:
     labels = [lab for text in label for lab in split_labels(text)]
-    sort = sort if sort in SORTS else "name"
-    stage = stage if stage in STAGE_FILTERS else ""
+    # ``order_by`` is the REST/SDK name of the same parameter; a URL may use either.
+    sort = (sort or order_by or "name").strip()
+    # A filter or sort the page does not know is said, not silently dropped (the list then
+    # shows what it can: without that filter, in name order).
+    problems: list[str] = []
+    if sort.lower() in SORTS:
+        sort = sort.lower()
+    else:
+        problems.append(
+            f"Unknown sort {sort[:100]!r}: use one of {', '.join(SORTS)}. Sorted by name instead."
+        )
+        sort = "name"
+    if stage:
+        try:
+            stage = normalize_stage(stage)
+        except ValidationFailed:
+            problems.append(
+                f"Unknown stage {stage[:100]!r}: use one of {', '.join(STAGE_FILTERS)}. "
+                "Showing every stage instead."
+            )
+            stage = ""
     with ctx.read() as s:
         items, token = registry.search_models(
             s,
@@ -104,6 +125,8 @@ def models_page(
         page_token=page_token,
         form={},
         errors={},
+        problems=problems,
+        status_code=422 if problems else 200,
     )
 
 
@@ -159,6 +182,8 @@ def _model_context(s: Session, name: str) -> dict[str, Any]:
     _, alias_rows = alias_service.list_aliases(s, name)
     charts = _versions_chart(s, versions)
     focus = model.production_version or model.latest_version
+    # Every Production version (not only the newest page of versions): Delete Model names them.
+    _, prod_rows, _ = registry.list_versions(s, name, stage="Production", limit=1000)
     graph = registry_views.lineage(s, name, focus.version) if focus else None
     return {
         "model": model,
@@ -172,6 +197,7 @@ def _model_context(s: Session, name: str) -> dict[str, Any]:
             for a, n in alias_rows
         ],
         "charts": charts,
+        "production_numbers": sorted(v.version for v in prod_rows),
         "lineage_version": focus.version if focus else None,
         "lineage": lineage_data(graph) if graph else None,
     }
@@ -279,10 +305,14 @@ def delete_model(
         except PodstackError as exc:
             error = exc.message
     if error is not None:
+        with ctx.read() as s:
+            _, prod_rows, _ = registry.list_versions(s, name, stage="Production", limit=1000)
+            production = sorted(v.version for v in prod_rows)
         return ctx.render(
             "registry/_delete_model_form.html",
             status_code=409 if confirm_name == name else 422,
             model={"name": name},
+            production_versions=production,
             error=error,
             typed=confirm_name,
         )

@@ -14,7 +14,13 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import Scope
 
 from podstack.errors import NotFound
-from podstack.server.web.core import STATIC_DIR, ViewerPage, WebRoute, error_page
+from podstack.server.web.core import (
+    STATIC_DIR,
+    ViewerPage,
+    WebRoute,
+    error_page,
+    signed_in_principal,
+)
 
 # Page modules, each exposing ``router``. Registry pages depend on the registry service.
 PAGE_MODULES = (
@@ -80,7 +86,10 @@ class _UIPathRoute(Route):
 
 
 async def _not_found(request: Request) -> Response:
-    return error_page(request, NotFound("There is no page at this address."))
+    # No route ran, so nobody looked at the session yet: do it, or a signed-in user would see
+    # a signed-out page (no user menu, a "Sign in" button).
+    principal = await signed_in_principal(request)
+    return error_page(request, NotFound("There is no page at this address."), principal)
 
 
 def mount(app: FastAPI) -> None:

@@ -10,8 +10,8 @@ from sqlalchemy.orm import Session
 
 from podstack.errors import NotFound, PodstackError, ValidationFailed
 from podstack.schemas import tracking as sch
+from podstack.schemas.artifact_paths import parent_dirs
 from podstack.server.artifacts import service as artifacts
-from podstack.server.artifacts.paths import parent_dirs
 from podstack.server.registry import service as registry
 from podstack.server.tracking import service as tracking
 from podstack.server.web.core import EditorAction, ViewerPage, WebCtx, WebRoute

@@ -412,9 +412,6 @@ def _action(ctx: WebCtx, ref: str, fn: Any, done: str) -> Response:
         if exc.status in (404, 409, 422):
             return ctx.redirect(schedule_url(ref), exc.message, "error")
         raise
-    scheduler = getattr(ctx.state, "scheduler", None)
-    if scheduler is not None:
-        scheduler.wake()
     return ctx.redirect(schedule_url(ref), done.format(result=result))
 
 

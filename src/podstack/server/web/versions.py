@@ -16,7 +16,9 @@ from podstack.errors import PodstackError, ValidationFailed
 from podstack.schemas import registry as rsch
 from podstack.server.artifacts.store import BlobStore
 from podstack.server.registry import service as registry
+from podstack.server.registry import stages
 from podstack.server.registry import views as registry_views
+from podstack.server.registry.rules import EXCLUSIVE_STAGES
 from podstack.server.tracking import service as tracking
 from podstack.server.web.core import EditorAction, ViewerPage, WebCtx, WebRoute
 from podstack.server.web.views import lineage_data, metric_series, register_errors
@@ -63,13 +65,24 @@ def _metrics_tab(s: Session, v: rsch.ModelVersion) -> dict[str, Any]:
     return {"charts": charts, "comparison": comparison}
 
 
+def _stage_occupants(s: Session, v: rsch.ModelVersion) -> dict[str, list[int]]:
+    """The *other* versions now in each stage that ``archive_existing`` applies to, so the
+    Change Stage dialog can say what moving this version there does to them."""
+    out: dict[str, list[int]] = {}
+    for stage in EXCLUSIVE_STAGES:
+        _, rows, _ = registry.list_versions(s, v.model_name, stage=stage, limit=1000)
+        out[stage] = [r.version for r in rows if r.version != v.version]
+    return out
+
+
 @router.get(V)
 def version_page(ctx: ViewerPage, name: str, version: str, tab: str = "overview") -> Response:
     tab = tab if tab in TABS else "overview"
     extra: dict[str, Any] = {}
     with ctx.read() as s:
         v = _version(s, name, version)
-        _, transitions = registry.stage_history(s, name, v.version)
+        occupants = _stage_occupants(s, v)
+        _, transitions = stages.stage_history(s, name, v.version)
         history = registry_views.transition_views(registry.get_model(s, name), transitions)
         if tab == "metrics":
             extra.update(_metrics_tab(s, v))
@@ -83,6 +96,7 @@ def version_page(ctx: ViewerPage, name: str, version: str, tab: str = "overview"
         history=list(reversed(history)),
         total_size=sum(f.size for f in v.files or []),
         stage_form={"stage": "", "note": "", "archive_existing": False},
+        occupants=occupants,
         errors={},
         **extra,
     )
@@ -105,7 +119,7 @@ def change_stage(
         if not stage:
             raise ValidationFailed("Choose the stage to move this version to.", {"field": "stage"})
         with ctx.write() as s:
-            outcome = registry.transition_stage(
+            outcome = stages.transition_stage(
                 s,
                 ctx.actor,
                 name,
@@ -116,14 +130,20 @@ def change_stage(
             )
             number = outcome.version.version
             now_in = outcome.version.stage
+            still_there = []
+            if outcome.applied and now_in in EXCLUSIVE_STAGES:
+                _, rows, _ = registry.list_versions(s, name, stage=now_in, limit=1000)
+                still_there = [r.version for r in rows if r.version != number]
     except PodstackError as exc:
         with ctx.read() as s:
             v = _version(s, name, version)
+            occupants = _stage_occupants(s, v)
         return ctx.render(
             "registry/_stage_form.html",
             status_code=422 if exc.status in (400, 422) else exc.status,
             v=v,
             stage_form=form,
+            occupants=occupants,
             # Errors about other things (e.g. approval gates naming the model) go on top.
             errors=register_errors(exc, fields=("stage", "note")),
         )
@@ -132,6 +152,16 @@ def change_stage(
         return ctx.redirect(url, outcome.interception.message, "warning")
     if not outcome.applied:
         return ctx.redirect(url, f"Version {number} is already in {now_in}.", "warning")
+    if still_there:
+        # Allowed (archive_existing was not asked for), but never silent.
+        listed = ", ".join(f"v{n}" for n in still_there)
+        verb = "is" if len(still_there) == 1 else "are"
+        return ctx.redirect(
+            url,
+            f"Version {number} moved to {now_in}. {listed} {verb} still in {now_in} too: "
+            f"{len(still_there) + 1} versions are in {now_in} now.",
+            "warning",
+        )
     return ctx.redirect(url, f"Version {number} moved to {now_in}.")
 
 
@@ -198,8 +228,22 @@ def delete_tag(ctx: EditorAction, name: str, version: str, key: str) -> Response
 
 @router.post(V + "/delete")
 def delete_version(ctx: EditorAction, name: str, version: str) -> Response:
-    with ctx.write() as s:
-        registry.delete_version(s, ctx.actor, name, version)
+    try:
+        with ctx.write() as s:
+            registry.delete_version(s, ctx.actor, name, version)
+    except PodstackError as exc:
+        if exc.status != 409:
+            raise  # unknown model or version, malformed number: the ordinary error page
+        with ctx.read() as s:
+            v = _version(s, name, version)
+        if not ctx.htmx:
+            # Without JavaScript: back to the version's page, with the refusal as a message.
+            return ctx.redirect(version_url(name, v.version), exc.message, "error")
+        # Refused (served by a deployment, moved to Production meanwhile, …): say why in the
+        # dialog, as Delete Model does, instead of replacing the page with an error page.
+        return ctx.render(
+            "registry/_delete_version_form.html", status_code=409, v=v, error=exc.message
+        )
     return ctx.redirect(f"/models/{quote(name, safe='')}", f"Version {version} of {name} deleted.")
 
 

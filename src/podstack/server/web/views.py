@@ -7,6 +7,7 @@ from collections.abc import Collection, Iterable
 from typing import Any
 
 from podstack.errors import PodstackError
+from podstack.server.web.core import form_errors
 
 
 def metric_series(rows: Iterable[Any]) -> list[list[float | None]]:
@@ -35,13 +36,7 @@ def register_errors(
 ) -> dict[str, str]:
     """The service error under the form field it is about (one of ``fields``), else at the
     top of the form."""
-    details = exc.details if isinstance(exc.details, dict) else {}
-    field: str | None = None
-    if "field" in details:
-        field = str(details["field"])
-    else:
-        field = next((f for key, f in _FIELD_BY_DETAIL if key in details), None)
-    return {field if field in fields else default: exc.message}
+    return form_errors(exc, default, by_detail=_FIELD_BY_DETAIL, fields=fields)
 
 
 LINEAGE_KINDS = {

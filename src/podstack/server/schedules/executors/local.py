@@ -18,14 +18,12 @@ from datetime import datetime
 from pathlib import Path
 
 from podstack.schemas.schedules import ExecutionStatus
+from podstack.server import file_modes
+from podstack.server.child_env import safe_child_env
 from podstack.server.schedules.executions import JobSpec
 from podstack.server.schedules.executors.base import ExecutorError, Outcome
 
 log = logging.getLogger("podstack.scheduler")
-
-# Server settings and secrets (database URL, admin token, session secret) are not the job's
-# business; the rest of the environment (PATH, cloud credentials for data) is passed on.
-_WITHHELD_PREFIX = "PODSTACK_"
 
 
 @dataclass
@@ -61,12 +59,13 @@ class LocalExecutor:
             raise ExecutorError(
                 f"working_dir {cwd!r} does not exist on the server (or is not a directory)."
             )
-        env = {k: v for k, v in os.environ.items() if not k.startswith(_WITHHELD_PREFIX)}
-        env.update(cfg.get("env") or {})
-        env.update(job.env())  # last: a schedule cannot point a job at another run
-        self.work_dir.mkdir(parents=True, exist_ok=True)
+        # Server settings and secrets are not the job's business (one rule for every child
+        # process: podstack.server.child_env); the schedule's own env and the job's run
+        # variables are added back, the latter last: a schedule cannot point a job at another run.
+        env = safe_child_env({**(cfg.get("env") or {}), **job.env()})
+        file_modes.private_dirs(self.work_dir)
         log_path = self.work_dir / f"{job.execution_id}.log"
-        with open(log_path, "ab") as out:
+        with file_modes.open_private(log_path, append=True) as out:
             try:
                 popen = subprocess.Popen(
                     command,

@@ -14,6 +14,7 @@ from typing import Any
 
 import httpx
 
+from podstack.server import egress, secretbox
 from podstack.server.events import signing
 from podstack.server.schedules.executions import JobSpec
 from podstack.server.schedules.executors.base import ExecutorError
@@ -43,18 +44,31 @@ def payload(job: JobSpec) -> dict[str, Any]:
 
 
 class WebhookExecutor:
+    """Sends through the egress gate (egress.py): the URL is checked again at every start and
+    the connection goes to the checked address. Execution messages, which viewers read, carry
+    the receiver's status and answer size, never its body."""
+
     kind = "webhook"
 
-    def __init__(self, *, timeout: float = 10.0, transport: httpx.BaseTransport | None = None):
+    def __init__(
+        self,
+        *,
+        allow: egress.AllowList,
+        secrets: secretbox.SecretBox,
+        timeout: float = 10.0,
+        transport: httpx.BaseTransport | None = None,
+    ):
+        self.allow = allow
+        self.secrets = secrets
         self.timeout = timeout
         self.transport = transport
-        self._http: httpx.Client | None = None
+        self._http: egress.EgressClient | None = None
 
-    def _client(self) -> httpx.Client:
+    def _client(self) -> egress.EgressClient:
         # One pooled client (building one per request costs an SSL context each time).
         if self._http is None:
-            self._http = httpx.Client(
-                timeout=self.timeout, transport=self.transport, follow_redirects=False
+            self._http = egress.EgressClient(
+                self.allow, timeout=self.timeout, transport=self.transport
             )
         return self._http
 
@@ -65,8 +79,13 @@ class WebhookExecutor:
 
     def start(self, job: JobSpec) -> str:
         url = job.executor["url"]
+        shown = egress.display_url(url)
+        try:
+            secret = self.secrets.decrypt(job.executor["secret"])
+        except secretbox.SecretKeyError as exc:
+            raise ExecutorError(str(exc), retryable=False) from None
         body = json.dumps(payload(job), separators=(",", ":"), sort_keys=True).encode()
-        headers = signing.sign_headers(job.executor["secret"], job.execution_id, body)
+        headers = signing.sign_headers(secret, job.execution_id, body)
         headers.update(
             {
                 "Content-Type": "application/json",
@@ -76,14 +95,18 @@ class WebhookExecutor:
         )
         try:
             resp = self._client().post(url, content=body, headers=headers)
+        except egress.Refused as exc:
+            # What resolves where may change (DNS), so it is worth another attempt later.
+            raise ExecutorError(
+                f"POST {shown} not sent: {exc.reason} (an admin can allow it with "
+                f"{egress.ALLOW_ENV})",
+                retryable=True,
+            ) from None
         except httpx.HTTPError as exc:
-            raise ExecutorError(f"POST {url} failed: {exc}", retryable=True) from None
+            raise ExecutorError(f"POST {shown} failed: {exc}", retryable=True) from None
         if resp.status_code >= 300:
             # 4xx (other than throttling) means the receiver refuses this job: retrying the
             # same body will not help.
             retryable = resp.status_code >= 500 or resp.status_code in (408, 409, 425, 429)
-            raise ExecutorError(
-                f"POST {url} answered HTTP {resp.status_code}: {resp.text[:300]}",
-                retryable=retryable,
-            )
+            raise ExecutorError(egress.describe_answer("POST", url, resp), retryable=retryable)
         return job.execution_id

@@ -1,5 +1,7 @@
 """The one rule for artifact paths, shared by uploads, listings, downloads, the registry and
 the SDK (which imports this pure module to check paths before sending and to place downloads).
+It is part of the wire contract, so it lives beside the schemas: the SDK needs nothing from
+``podstack.server`` to apply it.
 
 An artifact path is a relative POSIX path such as ``checkpoints/best_model.pt``. Anything that
 could escape a destination directory when the tree is downloaded, or that different operating
