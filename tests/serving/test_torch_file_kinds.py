@@ -66,6 +66,9 @@ def test_real_pytorch_files_are_classified_by_content(real_files: dict[str, byte
         (_zip(["notes/readme.txt"]), fmt.OTHER_ZIP, "is a zip archive, but not a format"),
         (b"PK\x03\x04 truncated", fmt.UNRECOGNISED, "is not a format that can be served"),
     ],
+    # Fixed ids: the zip's bytes hold its write time, and pytest-xdist refuses workers whose
+    # collected test ids differ.
+    ids=["plain-bytes", "plain-pickle", "other-zip", "truncated-zip"],
 )
 def test_a_pt_name_alone_is_not_called_a_torch_save_checkpoint(
     content: bytes, kind: str, zip_words: str
