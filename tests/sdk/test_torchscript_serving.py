@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from podstack import MLOpsClient
+from tests.sdk.test_deployments_sdk import SentimentNet
 from tests.server.deployments.conftest import stop_all_model_servers
 
 
@@ -20,17 +21,6 @@ from tests.server.deployments.conftest import stop_all_model_servers
 def _stop_model_servers() -> Iterator[None]:
     yield
     stop_all_model_servers()
-
-
-class SentimentNet(torch.nn.Module):
-    """Stands in for the seed's BERT: 4 features -> 2 logits."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.linear = torch.nn.Linear(4, 2)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.linear(x)
 
 
 def _deploy_bare_torchscript(
