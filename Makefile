@@ -28,7 +28,9 @@ dev: $(STAMP)
 serve: install
 	$(BIN)/podstack server --host $(HOST) --port $(PORT)
 
-# The whole suite, on SQLite and then on PostgreSQL (browser tests included in both runs).
+# The whole suite on SQLite, then again on PostgreSQL where the database is part of what a test
+# checks: tests marked `one_db` (browser, CLI, SDK client side, model server; see
+# tests/conftest.py) run in the SQLite pass only, `postgres_only` ones in the PostgreSQL pass.
 test: dev
 	bash scripts/ensure-test-deps.sh
 	$(MAKE) --no-print-directory test-sqlite test-postgres

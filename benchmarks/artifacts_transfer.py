@@ -87,6 +87,8 @@ def running_server(home: Path) -> Iterator[tuple[str, psutil.Process, str]]:
         "PODSTACK_HOME": str(home),
         "PODSTACK_ADMIN_TOKEN": TOKEN,
         "PODSTACK_BACKGROUND_WORKERS": "false",
+        # One worker process: the figures are about one server process.
+        "PODSTACK_WORKERS": "1",
     }
     for var in ("PODSTACK_DATABASE_URL", "PODSTACK_ARTIFACTS_URI", "PODSTACK_URL"):
         env.pop(var, None)

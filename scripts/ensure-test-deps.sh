@@ -17,3 +17,22 @@ if ! pg_isready -h 127.0.0.1 -p 5432 -q 2>/dev/null; then
   pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | head -n1)" main start || true
   for _ in $(seq 1 30); do pg_isready -h 127.0.0.1 -p 5432 -q && break; sleep 1; done
 fi
+
+# The released MLflow client in its own venv (benchmarks/.mlflow-venv), driven against Podstack
+# by tests/mlflow_compat (issue 17); a no-op once it holds the pinned version.
+.venv/bin/python -c 'from benchmarks.mlflow_compare.mlflow_env import ensure_venv; ensure_venv()'
+
+# The real OpenID provider of the single sign-on tests (oidc-provider under Node, pinned by
+# tests/oidc/provider/package-lock.json); installed from the lock file when missing.
+if [ ! -d tests/oidc/provider/node_modules/oidc-provider ]; then
+  if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+    echo "ensure-test-deps: installing Node.js and npm for the single sign-on tests" >&2
+    if [ "$(id -u)" = 0 ]; then
+      apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm >/dev/null
+    else
+      sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm >/dev/null
+    fi
+  fi
+  echo "ensure-test-deps: npm ci in tests/oidc/provider" >&2
+  (cd tests/oidc/provider && npm ci --no-audit --no-fund --loglevel=error)
+fi

@@ -109,6 +109,8 @@ def server_env(tmp_path: Path, database_for_server: str) -> dict[str, str]:
             "PODSTACK_HOME": str(tmp_path / "home"),
             "PODSTACK_DATABASE_URL": database_for_server,
             "PODSTACK_BACKGROUND_WORKERS": "false",
+            # One worker process: the tests signal and kill the process they started.
+            "PODSTACK_WORKERS": "1",
             "PODSTACK_LOG_LEVEL": "info",  # so the token-not-logged check sees real logs
         }
     )
@@ -250,12 +252,13 @@ def test_is_loopback(host: str, expected: bool) -> None:
 
 
 @pytest.mark.parametrize(
-    "uri", ["s3://bucket/prefix", "gs://bucket/models", "https://example.com/store"]
+    "uri", ["gs://bucket/models", "azure://container/x", "https://example.com/store"]
 )
 def test_artifacts_uri_it_cannot_serve_stops_the_server(
     server_env: dict[str, str], tmp_path: Path, uri: str
 ) -> None:
-    """``s3://…`` used to become a local folder ``s3:`` in the working directory."""
+    """``gs://…`` used to become a local folder ``gs:`` in the working directory (``s3://`` is
+    the object store: tests/s3)."""
     cwd = tmp_path / "cwd"
     cwd.mkdir()
     port = free_port()
@@ -273,7 +276,7 @@ def test_artifacts_uri_it_cannot_serve_stops_the_server(
     assert f"{scheme!r} storage is not supported" in done.stderr
     assert "file://" in done.stderr  # says what is valid
     assert "Traceback" not in done.stderr
-    assert list(cwd.iterdir()) == []  # no "s3:" folder
+    assert list(cwd.iterdir()) == []  # no "gs:" folder
     assert not (Path(server_env["PODSTACK_HOME"]) / "podstack.db").exists()
 
 
@@ -288,10 +291,10 @@ def test_embedded_mode_refuses_an_artifacts_uri_it_cannot_serve(
         monkeypatch.delenv(k, raising=False)
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("PODSTACK_HOME", str(tmp_path / "home"))
-    monkeypatch.setenv("PODSTACK_ARTIFACTS_URI", "s3://bucket/prefix")
-    with pytest.raises(ValidationError, match="'s3' storage is not supported"):
+    monkeypatch.setenv("PODSTACK_ARTIFACTS_URI", "gs://bucket/prefix")
+    with pytest.raises(ValidationError, match="'gs' storage is not supported"):
         MLOpsClient()
-    assert not (tmp_path / "s3:").exists()
+    assert not (tmp_path / "gs:").exists()
 
 
 @pytest.mark.parametrize("kind", ["path", "file_uri"])

@@ -28,6 +28,8 @@ def _env(home: Path) -> dict[str, str]:
             "PODSTACK_HOME": str(home),
             "PODSTACK_ADMIN_TOKEN": TOKEN,
             "PODSTACK_BACKGROUND_WORKERS": "false",
+            # One worker process: the tests signal and kill the process they started.
+            "PODSTACK_WORKERS": "1",
             "PODSTACK_PROGRESS": "0",
         }
     )

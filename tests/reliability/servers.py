@@ -68,6 +68,8 @@ class ServerSpec:
                 "PODSTACK_ADMIN_TOKEN": ADMIN_TOKEN,
                 "PODSTACK_SESSION_SECRET": SESSION_SECRET,
                 "PODSTACK_BACKGROUND_WORKERS": "false",
+                # One worker process: the crash tests kill the process that serves.
+                "PODSTACK_WORKERS": "1",
                 "PODSTACK_LOG_LEVEL": "warning",
                 "PODSTACK_PORT": str(port),
             }

@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 
 from podstack.cli.common import console, fail, safe_url
-from podstack.server.artifacts.store import BlobStore
+from podstack.server.artifacts.store_factory import open_store
 from podstack.server.backup import service
 from podstack.server.config import Settings
 from podstack.server.db.session import Database
@@ -28,7 +28,7 @@ def backup(
     db = Database(settings.database_url, pool_size=1)
     try:
         console.print(f"Backing up {safe_url(settings.database_url)} -> {path}", soft_wrap=True)
-        summary = service.backup(db.engine, BlobStore(settings.artifacts_path), path, _say)
+        summary = service.backup(db.engine, open_store(settings), path, _say)
     finally:
         db.dispose()
     rows = sum(summary.tables.values())
@@ -50,13 +50,12 @@ def restore(
     manifest = service.verify(path)
     where = safe_url(settings.database_url)
     if not yes and not typer.confirm(
-        f"Restore the backup of {manifest['created_at']} into {where} and "
-        f"{settings.artifacts_path}?"
+        f"Restore the backup of {manifest['created_at']} into {where} and {settings.artifacts_uri}?"
     ):
         fail("Restore cancelled.")
     db = Database(settings.database_url, pool_size=1)
     try:
-        service.restore(db.engine, BlobStore(settings.artifacts_path), path, _say)
+        service.restore(db.engine, open_store(settings), path, _say)
     finally:
         db.dispose()
     console.print(

@@ -215,6 +215,12 @@ class _AnnouncingServer(uvicorn.Server):
             self._on_started()
 
 
+def default_workers() -> int:
+    """One worker per core, at most 4 (each worker holds its own database pool and caches, so
+    a large host should not start dozens unasked; --workers or PODSTACK_WORKERS raise it)."""
+    return max(1, min(os.cpu_count() or 1, 4))
+
+
 def worker_app() -> FastAPI:
     """App factory for ``--workers N``: each worker process builds its app from the env."""
     from podstack.server.app import create_app
@@ -259,7 +265,14 @@ def serve(
     no_migrate: bool = typer.Option(
         False, "--no-migrate", help="Do not apply database migrations at start."
     ),
-    workers: int = typer.Option(1, "--workers", min=1, help="Worker processes."),
+    workers: int | None = typer.Option(
+        None,
+        "--workers",
+        min=1,
+        max=64,
+        help="Worker processes behind the one port [default: PODSTACK_WORKERS, else one per "
+        "core, at most 4].",
+    ),
     log_level: str | None = typer.Option(
         None, "--log-level", help="critical|error|warning|info|debug [default: info]."
     ),
@@ -279,7 +292,10 @@ def serve(
         overrides["migrate_on_start"] = False
     if log_level is not None:
         overrides["log_level"] = log_level
+    if workers is not None:
+        overrides["workers"] = workers
     settings = Settings(**overrides)
+    workers = settings.workers or default_workers()
 
     if settings.no_auth and not is_loopback(settings.host):
         fail(
@@ -306,7 +322,10 @@ def serve(
     }
     # The database is migrated once, below, in this process: workers must not repeat it
     # concurrently.
-    app_settings = settings.model_copy(update={"migrate_on_start": False})
+    # The background loops run in one process of this home, whichever holds its lock.
+    app_settings = settings.model_copy(
+        update={"migrate_on_start": False, "background_once_per_home": True}
+    )
     if workers == 1:
         from podstack.server.app import create_app
 
@@ -322,6 +341,7 @@ def serve(
                 "PODSTACK_PORT": str(settings.port),
                 "PODSTACK_NO_AUTH": "true" if settings.no_auth else "false",
                 "PODSTACK_MIGRATE_ON_START": "false",
+                "PODSTACK_BACKGROUND_ONCE_PER_HOME": "true",
                 "PODSTACK_LOG_LEVEL": settings.log_level,
             }
         )
@@ -338,6 +358,7 @@ def serve(
             "another server using that port?)."
         )
 
+    _check_artifact_store(settings)
     mode_warnings = file_modes.warn_wide_modes(settings)
     first = prepare_database(settings)
 
@@ -373,3 +394,14 @@ def _startup_failed(settings: Settings, first: FirstStart) -> None:
             "`podstack tokens create admin`."
         )
     fail(f"The server did not start on {settings.host}:{settings.port}; see the log above.{hint}")
+
+
+def _check_artifact_store(settings: Settings) -> None:
+    """An object store that cannot be used (no such bucket, wrong credentials, unreachable
+    endpoint) stops the server before it serves anything, with the store's own message."""
+    from podstack.server.artifacts.store_factory import StoreMisconfigured, open_store
+
+    try:
+        open_store(settings)
+    except StoreMisconfigured as exc:
+        fail(f"Artifact store {settings.artifacts_uri}: {exc.message}")

@@ -6,7 +6,12 @@ import os
 from pathlib import Path
 
 from podstack.client.base import BaseClient, seg
-from podstack.client.transfer import PROGRESS_THRESHOLD, TransferProgress, download_to, upload_file
+from podstack.client.transfer import (
+    PROGRESS_THRESHOLD,
+    TransferProgress,
+    download_to,
+    upload_artifact,
+)
 from podstack.errors import ValidationFailed
 from podstack.schemas.artifact_paths import join, safe_join, validate_artifact_path
 from podstack.schemas.artifacts import ArtifactEntry, ArtifactFile
@@ -16,6 +21,11 @@ def artifact_api_path(run_id: str, path: str) -> str:
     """``/runs/<id>/artifacts/<path>`` with each segment percent-encoded (``.`` and ``..``
     too, so the server sees, and refuses, what the caller asked for)."""
     return f"/runs/{seg(run_id)}/artifacts/" + "/".join(seg(s) for s in path.split("/"))
+
+
+def _grant_api_path(run_id: str, path: str) -> str:
+    """``/runs/<id>/downloads/<path>``: how to fetch the file (presigned URL or proxy)."""
+    return f"/runs/{seg(run_id)}/downloads/" + "/".join(seg(s) for s in path.split("/"))
 
 
 def _local_files(root: Path) -> list[tuple[Path, str]]:
@@ -82,7 +92,9 @@ class ArtifactsAPI(BaseClient):
         with TransferProgress() as bars:
             overall = bars.task(f"Uploading {len(files)} files", total) if len(files) > 1 else None
             for f, target in files:
-                doc = upload_file(self, artifact_api_path(run_id, target), f, progress=bars)
+                # Direct to the object store when the server grants it, else streamed.
+                proxied = artifact_api_path(run_id, target)
+                doc = upload_artifact(self, run_id, target, f, proxied, progress=bars)
                 stored.append(ArtifactFile.model_validate(doc))
                 if overall is not None:
                     overall(f.stat().st_size)
@@ -129,6 +141,7 @@ class ArtifactsAPI(BaseClient):
                     expected_sha256=entry.sha256,
                     size=entry.size,
                     progress=bars,
+                    grant_path=_grant_api_path(run_id, entry.path),
                 )
                 if overall is not None:
                     overall(entry.size or 0)

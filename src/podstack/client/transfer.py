@@ -13,6 +13,11 @@
   again.
 - Rich progress bars for transfers of at least ``PROGRESS_THRESHOLD`` bytes, only when
   ``progress_enabled()`` (stderr is a TTY and ``PODSTACK_PROGRESS`` is not 0).
+- Direct transfers (``upload_artifact``, ``download_to(grant_path=...)``): the server is
+  asked for a grant first. With an object store it answers with presigned bucket URLs and
+  the bytes go straight to or from the bucket (see ``client/direct.py``); otherwise the
+  server's own streamed routes are used as above. Identical content already stored is not
+  sent at all.
 """
 
 from __future__ import annotations
@@ -22,12 +27,14 @@ import hashlib
 import os
 import time
 from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
 import httpx
 
+from podstack.client import direct
 from podstack.client.base import BaseClient, RetryPolicy, progress_enabled
 from podstack.errors import IntegrityError, PodstackError, TransportError
 
@@ -178,6 +185,74 @@ def upload_file(
         )
 
 
+def proxy_preferred() -> bool:
+    """``PODSTACK_ARTIFACTS_PROXY=true`` in the client's environment: this machine cannot
+    reach the bucket, so always ask for the server's streamed routes."""
+    value = os.environ.get("PODSTACK_ARTIFACTS_PROXY", "")
+    return value.strip().lower() in ("1", "true", "yes", "on")
+
+
+def upload_artifact(
+    client: BaseClient,
+    run_id: str,
+    path: str,
+    local_file: str | Path,
+    proxy_api_path: str,
+    *,
+    progress: ProgressArg = None,
+) -> Any:
+    """Uploads ``local_file`` as artifact ``path`` of the run and returns what was recorded
+    (``{"path", "size", "sha256"}``). Asks the server for a grant first: content it already
+    holds is recorded without sending a byte; with an object store the bytes go straight to
+    the bucket (one presigned PUT, or parts in parallel above the server's threshold) and
+    the server verifies them before recording; otherwise they stream to ``proxy_api_path``.
+    An interrupted multipart upload resumes where it stopped when called again."""
+    local = Path(local_file)
+    size = local.stat().st_size
+    with _progress_scope(progress) as bars:
+        sha256 = sha256_file(local, bars.task(f"Hashing {local.name}", size))
+        base = direct.upload_api_path(run_id)
+        body = {"path": path, "sha256": sha256, "size": size, "proxy": proxy_preferred()}
+        grant = client._request("POST", base, json=body)
+        mode = grant["mode"]
+        if mode == "exists":
+            return grant["artifact"]
+        if mode == "proxy":
+            return upload_file(client, proxy_api_path, local, sha256=sha256, progress=bars)
+        upload = f"{base}/{grant['upload_id']}"
+        advance = bars.task(f"Uploading {local.name}", size)
+        parts: list[dict[str, Any]] = []
+        if mode == "single":
+            first = (grant["url"], dict(grant["headers"]))
+
+            def url_for(refresh: bool) -> tuple[str, dict[str, str]]:
+                if not refresh:
+                    return first
+                # The same upload again: the server re-issues its URL.
+                again = client._request("POST", base, json=body)
+                return again["url"], dict(again["headers"])
+
+            direct.put(client, url_for, local, 0, size, advance, local.name)
+        else:
+            status = client._request("GET", upload)
+            present = {p["number"]: p["size"] for p in status["parts"]}
+            parts = direct.upload_parts(
+                client,
+                upload,
+                local,
+                size,
+                grant["part_size"],
+                grant["part_count"],
+                present,
+                advance,
+            )
+        # The server verifies size and sha256 (for parts, by reading the object back from
+        # the bucket, which takes a while for large files) before recording anything.
+        return client._request(
+            "POST", upload + "/complete", json={"parts": parts}, timeout=UPLOAD_TIMEOUT
+        )
+
+
 def _already_there(
     dest: Path, size: int | None, sha256: str | None, bars: TransferProgress
 ) -> bool:
@@ -189,6 +264,9 @@ def _already_there(
     return sha256_file(dest, bars.task(f"Checking {dest.name}", on_disk)) == sha256.lower()
 
 
+Opener = Callable[[dict[str, str]], AbstractContextManager[httpx.Response]]
+
+
 def download_to(
     client: BaseClient,
     api_path: str,
@@ -196,12 +274,15 @@ def download_to(
     expected_sha256: str | None = None,
     size: int | None = None,
     progress: ProgressArg = None,
+    grant_path: str | None = None,
 ) -> Path:
     """Downloads ``GET api_path`` to ``dest_file`` and returns its path.
 
     ``expected_sha256``/``size`` (from a listing or manifest) enable skipping a file that is
     already present and detecting content that changed since it was listed; without them the
-    response's ``X-Content-SHA256`` and ``Content-Length`` are checked. Raises
+    response's ``X-Content-SHA256`` and ``Content-Length`` are checked. With ``grant_path``
+    the server is asked first how to fetch the file: a presigned bucket URL (the bytes come
+    straight from the bucket, verified the same way) or ``api_path``. Raises
     ``IntegrityError`` if the bytes do not match, ``TransportError`` if the transfer was cut
     short; in both cases ``dest_file`` is left as it was and no ``.part`` file remains.
     """
@@ -212,12 +293,38 @@ def download_to(
         dest.parent.mkdir(parents=True, exist_ok=True)
         part = dest.with_name(dest.name + ".part")
         try:
-            _stream_to(client, api_path, dest, part, expected_sha256, size, bars)
+            opener = _opener(client, api_path, grant_path)
+            if opener is not None:
+                _stream_to(client, api_path, dest, part, expected_sha256, size, bars, opener)
+            else:
+                _stream_to(client, api_path, dest, part, expected_sha256, size, bars)
         except BaseException:
             part.unlink(missing_ok=True)
             raise
     _fsync_dir(dest.parent)
     return dest
+
+
+def _opener(client: BaseClient, api_path: str, grant_path: str | None) -> Opener | None:
+    """How to open the download: a presigned bucket URL when the server grants one (re-asked
+    when it expires), else None (the server's own route)."""
+    if grant_path is None:
+        return None
+    params = {"proxy": "true"} if proxy_preferred() else None
+    grant = client._request("GET", grant_path, params=params)
+    if grant["mode"] != "direct":
+        return None
+    current = [str(grant["url"])]
+
+    def url_for(refresh: bool) -> str:
+        if refresh:
+            current[0] = str(client._request("GET", grant_path, params=params)["url"])
+        return current[0]
+
+    def open_(headers: dict[str, str]) -> AbstractContextManager[httpx.Response]:
+        return direct.open_get(client, url_for, headers, api_path)
+
+    return open_
 
 
 def _stream_to(
@@ -228,6 +335,7 @@ def _stream_to(
     expected_sha256: str | None,
     size: int | None,
     bars: TransferProgress,
+    opener: Opener | None = None,
 ) -> None:
     """Streams into ``part``; a connection cut mid-body is resumed with a ``Range`` request
     from the bytes already written (a server that ignores the range sends the whole file
@@ -244,7 +352,12 @@ def _stream_to(
             at_cut = received
             headers = {"Range": f"bytes={received}-"} if received else {}
             try:
-                with client._stream("GET", api_path, headers=headers) as resp:
+                stream = (
+                    opener(headers)
+                    if opener is not None
+                    else client._stream("GET", api_path, headers=headers)
+                )
+                with stream as resp:
                     served = resp.headers.get("x-content-sha256")
                     if expected_sha256 and served and served.lower() != expected_sha256.lower():
                         raise IntegrityError(

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -14,7 +14,11 @@ def default_home() -> Path:
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="PODSTACK_", extra="ignore")
+    # hide_input_in_errors: a refused setting must not echo the others (client secrets,
+    # SMTP password) into the start-up error.
+    model_config = SettingsConfigDict(
+        env_prefix="PODSTACK_", extra="ignore", hide_input_in_errors=True
+    )
 
     home: Path = Field(default_factory=default_home)
     database_url: str = ""
@@ -30,6 +34,15 @@ class Settings(BaseSettings):
     # and limited separately by max_artifact_bytes).
     max_body_bytes: int = 10 * 1024 * 1024
     max_artifact_bytes: int = 64 * 1024**3
+    # Direct transfers (server/transfers): with an object store the SDK moves bytes straight to
+    # and from the bucket with presigned URLs; ``artifacts_proxy`` makes every client use the
+    # server's streamed routes instead (clients that cannot reach the bucket). Files above the
+    # threshold go up in parts of ``artifacts_part_size_bytes`` (S3's minimum part is 5 MiB);
+    # presigned URLs are valid for ``artifacts_presign_seconds``.
+    artifacts_proxy: bool = False
+    artifacts_multipart_threshold_bytes: int = Field(default=64 * 1024**2, ge=0)
+    artifacts_part_size_bytes: int = Field(default=16 * 1024**2, ge=5 * 1024**2, le=5 * 1024**3)
+    artifacts_presign_seconds: int = Field(default=300, ge=10, le=7 * 24 * 3600)
     max_page_size: int = 1000
     session_secret: str | None = None
     # A browser session ends this long after sign-in, whatever happens (absolute lifetime)...
@@ -54,10 +67,34 @@ class Settings(BaseSettings):
     # Encrypts webhook and executor signing secrets at rest; generated into
     # $PODSTACK_HOME/secret_key when unset. "new,old" keeps old values readable (rotation).
     secret_key: str | None = None
+    # Signs every new model version (OpenSSF model-signing format): a path to a PEM EC private
+    # key (P-256/384/521); unset: $PODSTACK_HOME/signing_key.pem, generated on first start.
+    signing_key: str | None = None
+    # Single sign-on with OpenID Connect (auth/oidc.py): on when issuer, client id and secret
+    # are all set. The issuer's host is reachable by the OIDC client without being listed in
+    # outbound_allow (the admin named it here).
+    oidc_issuer: str | None = None
+    oidc_client_id: str | None = None
+    oidc_client_secret: SecretStr | None = None  # SecretStr: never shown in a repr or log
+    oidc_scopes: str = "openid profile email groups"
+    oidc_username_claim: str = "preferred_username"
+    oidc_groups_claim: str = "groups"
+    oidc_default_role: str = "viewer"
+    # "ml-admins=admin,ml=editor": IdP group -> role; the highest of the default role and
+    # every mapped group the user is in wins.
+    oidc_group_roles: str = ""
+    # Shown as "Sign in with <name>"; defaults to the issuer's host name.
+    oidc_provider_name: str | None = None
     # Embedded mode: in-process app acting as a local admin without tokens.
     embedded: bool = False
     # Background loops (scheduler, webhook delivery, deployment health); tests turn them off.
     background_workers: bool = True
+    # `podstack server` sets this: the loops run in one process per home (the holder of an
+    # flock on $PODSTACK_HOME/background.lock), not once per --workers process. Replicas on
+    # other hosts coordinate through the database as before.
+    background_once_per_home: bool = False
+    # Worker processes of `podstack server` (--workers); unset: one per core, at most 4.
+    workers: int | None = Field(default=None, ge=1, le=64)
     # Notifications (issue 5)
     smtp_host: str | None = None
     smtp_port: int = 25
@@ -99,18 +136,13 @@ class Settings(BaseSettings):
     @field_validator("artifacts_uri")
     @classmethod
     def _servable_artifacts_uri(cls, uri: str) -> str:
-        # The one place that decides which artifact URIs this server can serve. Anything else
-        # used to be taken as a relative path (``s3://b/p`` became a local folder ``s3:``), so
-        # refuse it here: the server, the CLI and embedded mode all build Settings first.
-        scheme, sep, _ = uri.partition("://")
-        if sep and scheme.lower() != "file":
-            raise ValueError(
-                f"PODSTACK_ARTIFACTS_URI={uri!r}: this server can only store artifacts on a "
-                f"local disk, and {scheme!r} storage is not supported yet. Use a directory path "
-                "(e.g. /var/lib/podstack/artifacts) or a file:// URI (e.g. "
-                "file:///var/lib/podstack/artifacts), or leave it unset for "
-                "$PODSTACK_HOME/artifacts."
-            )
+        # Which artifact URIs a server can serve is decided in one place (artifacts/location:
+        # a path, file://, or s3://bucket/prefix); anything else stops the server, the CLI and
+        # embedded mode here, since all build Settings first.
+        from podstack.server.artifacts.location import parse
+
+        if uri:
+            parse(uri)
         return uri
 
     @field_validator("outbound_allow")
@@ -121,6 +153,14 @@ class Settings(BaseSettings):
 
         AllowList.parse(value)
         return value
+
+    @model_validator(mode="after")
+    def _valid_oidc(self) -> Settings:
+        # An incomplete single sign-on setup stops the server at start, naming the setting.
+        from podstack.server.auth.oidc import check_settings
+
+        check_settings(self)
+        return self
 
     @model_validator(mode="after")
     def _fill_paths(self) -> Settings:

@@ -1,5 +1,5 @@
 """The HTTP answer for one stored blob, shared by every download endpoint (run artifacts,
-model version files): ETag / If-None-Match (304), the on-disk size check, streaming verified
+model version files): ETag / If-None-Match (304), the stored size check, streaming verified
 against the sha256, and single-range requests (206) so the SDK can resume a cut download.
 """
 
@@ -15,7 +15,7 @@ from fastapi import Response
 from fastapi.responses import StreamingResponse
 
 from podstack.errors import IntegrityError, PodstackError
-from podstack.server.artifacts.store import BlobStore
+from podstack.server.artifacts.store_factory import ArtifactStore
 
 OCTET_STREAM = {
     "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}
@@ -30,7 +30,7 @@ _RANGE = re.compile(r"^\s*bytes\s*=\s*(\d+)\s*-\s*(\d*)\s*$")
 
 
 def _verified_chunks(
-    store: BlobStore, sha256: str, what: str, log: logging.Logger
+    store: ArtifactStore, sha256: str, what: str, log: logging.Logger
 ) -> Iterator[bytes]:
     try:
         yield from store.iter_blob(sha256, verify=True)
@@ -84,7 +84,7 @@ def stream_blob(
 
 
 def blob_download(
-    store: BlobStore,
+    store: ArtifactStore,
     sha256: str,
     size: int,
     path: str,
@@ -104,10 +104,8 @@ def blob_download(
     headers = {"ETag": etag, "X-Content-SHA256": sha256}
     if if_none_match and etag in [t.strip() for t in if_none_match.split(",")]:
         return Response(status_code=304, headers=headers)
-    try:
-        on_disk: int | None = store.path_for(sha256).stat().st_size
-    except FileNotFoundError:
-        on_disk = None
+    info = store.stat(sha256)
+    on_disk = None if info is None else info.size
     if on_disk != size:
         # Caught before any byte is sent, so this one can still be a proper error response.
         raise IntegrityError(

@@ -93,6 +93,30 @@ def record_upload(s: Session, actor: str, run_id: str, path: str, blob: StoredBl
     return ArtifactFile(path=path, size=blob.size, sha256=blob.sha256)
 
 
+def attach_system_file(s: Session, actor: str, run_id: str, path: str, blob: StoredBlob) -> bool:
+    """Attaches a file the system owns (a scheduled job's log) to a run in any state: the job
+    may have ended its run itself, and the log is the scheduler's record all the same. Returns
+    False, storing nothing, when the run already holds a directory at ``path``."""
+    try:
+        record_upload(s, actor, run_id, path, blob)
+        return True
+    except Conflict:
+        pass
+    if repo.first_under(s, run_id, path) is not None:
+        return False
+    repo.upsert_file(s, run_id, path, blob.size, blob.sha256)
+    audit.record(
+        s,
+        actor,
+        "artifact.create",
+        "run",
+        run_id,
+        None,
+        {"path": path, "size": blob.size, "sha256": blob.sha256},
+    )
+    return True
+
+
 # ---------------------------------------------------------------- reading
 
 

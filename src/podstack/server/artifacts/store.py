@@ -11,11 +11,13 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import shutil
 import tempfile
 import time
 from collections.abc import AsyncIterator, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 from podstack.errors import IntegrityError, NotFound, PayloadTooLarge
 from podstack.server import file_modes
@@ -32,6 +34,28 @@ log = logging.getLogger("podstack.server.artifacts")
 class StoredBlob:
     sha256: str
     size: int
+
+
+@dataclass(frozen=True)
+class BlobInfo:
+    """A stored blob as garbage collection and downloads see it."""
+
+    sha256: str
+    size: int
+    mtime: float  # when it was written or last reused (epoch seconds)
+
+
+@dataclass(frozen=True)
+class StaleUpload:
+    """What an unfinished upload left behind: a temp file/object, or an S3 multipart upload."""
+
+    key: str
+    size: int
+    upload_id: str | None = None
+
+
+def valid_digest(sha256: str) -> bool:
+    return len(sha256) == 64 and all(c in "0123456789abcdef" for c in sha256)
 
 
 class _Writer:
@@ -70,7 +94,7 @@ class _Writer:
             self.tmp.unlink(missing_ok=True)  # dedup: same content already stored
             # Refresh its age: `podstack gc` only reclaims unreferenced blobs older than a
             # grace period, and this one is about to be referenced by a new row.
-            os.utime(final)
+            self.store.touch(digest)
         else:
             file_modes.private_dirs(final.parent)
             os.replace(self.tmp, final)
@@ -93,6 +117,11 @@ def _fsync_dir(path: Path) -> None:
 
 
 class BlobStore:
+    """The local-disk store. ``S3BlobStore`` (store_s3.py) offers the same public methods, so
+    callers work on either through these methods alone (none opens a blob by path)."""
+
+    kind = "local"
+
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
         self.blobs = self.root / "blobs" / "sha256"
@@ -118,13 +147,62 @@ class BlobStore:
             log.info("removed %d stale temp file(s) of interrupted uploads", removed)
         return removed
 
+    def __repr__(self) -> str:
+        return f"BlobStore({str(self.root)!r})"
+
+    @property
+    def uri(self) -> str:
+        return str(self.root)
+
+    def check(self) -> None:
+        """Nothing to check beyond what opening did (directories created, writable)."""
+
     def path_for(self, sha256: str) -> Path:
-        if len(sha256) != 64 or any(c not in "0123456789abcdef" for c in sha256):
+        """This store's file for a digest: for the store's own code and its tests. Other
+        callers use the methods below, which the object store offers too."""
+        if not valid_digest(sha256):
             raise NotFound("Unknown blob digest.", {"sha256": sha256})
         return self.blobs / sha256[:2] / sha256
 
     def exists(self, sha256: str) -> bool:
         return self.path_for(sha256).exists()
+
+    def stat(self, sha256: str) -> BlobInfo | None:
+        try:
+            st = self.path_for(sha256).stat()
+        except FileNotFoundError:
+            return None
+        return BlobInfo(sha256, st.st_size, st.st_mtime)
+
+    def last_used(self, sha256: str) -> float | None:
+        """When the blob was written or last reused (None if absent): its mtime."""
+        info = self.stat(sha256)
+        return None if info is None else info.mtime
+
+    def touch(self, sha256: str) -> None:
+        """Marks a blob as just used (a deduplicated upload), for gc's grace period."""
+        os.utime(self.path_for(sha256))
+
+    def open_blob(self, sha256: str) -> BinaryIO:
+        """A seekable read-only file for the blob (FileNotFoundError if missing)."""
+        return open(self.path_for(sha256), "rb")
+
+    def materialize(self, sha256: str, dest: Path, *, link: bool = False) -> None:
+        """Puts the blob's bytes at ``dest``: a hard link when ``link`` and the filesystem
+        allows (no copy for a model server's files), else an owner-only copy."""
+        src = self.path_for(sha256)
+        if not src.exists():
+            raise FileNotFoundError(f"blob {sha256} is missing from {self.root}")
+        dest = Path(dest)
+        file_modes.private_dirs(dest.parent)
+        if link:
+            try:
+                os.link(src, dest)
+                return
+            except OSError:
+                pass
+        shutil.copyfile(src, dest)
+        dest.chmod(file_modes.FILE_MODE)
 
     def put_iter(
         self,
@@ -197,3 +275,26 @@ class BlobStore:
             if sub.is_dir():
                 for f in sub.iterdir():
                     yield f.name
+
+    def iter_blobs(self) -> Iterator[BlobInfo]:
+        """Every stored blob with its size and age."""
+        for digest in self.iter_digests():
+            info = self.stat(digest) if valid_digest(digest) else None
+            if info is not None:
+                yield info
+
+    def stale_uploads(self, older_than_seconds: float = TMP_GRACE_SECONDS) -> list[StaleUpload]:
+        """Temp files of uploads nobody has written to for ``older_than_seconds``."""
+        cutoff = time.time() - older_than_seconds
+        out: list[StaleUpload] = []
+        for entry in os.scandir(self.tmp_dir) if self.tmp_dir.exists() else []:
+            try:
+                st = entry.stat(follow_symlinks=False)
+            except FileNotFoundError:
+                continue
+            if entry.is_file(follow_symlinks=False) and st.st_mtime < cutoff:
+                out.append(StaleUpload(entry.path, st.st_size))
+        return out
+
+    def remove_stale(self, item: StaleUpload) -> None:
+        Path(item.key).unlink(missing_ok=True)

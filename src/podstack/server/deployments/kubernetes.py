@@ -5,7 +5,7 @@ Admin configuration (``PUT /api/v1/deployment-targets/<name>``, kind ``kubernete
 
     {
       "namespace": "models",
-      "storage_uri_base": "s3://models/podstack",   # where version files are synced
+      "storage_uri_base": "s3://models/podstack",   # optional: see storage_uri()
       "gpu_types": {"T4": {"node_selector": {"nvidia.com/gpu.product": "Tesla-T4"}}},
       "kubeconfig": "/etc/podstack/kubeconfig",      # else in-cluster, else ~/.kube/config
       "context": null,
@@ -110,9 +110,28 @@ class KubernetesTarget(Target):
     def gpu_types(self) -> list[str]:
         return ["cpu", *self.gpu_map()]
 
+    def _publishes(self) -> bool:
+        """With an object store and no ``storage_uri_base`` of its own, the target points
+        KServe at the version's files in Podstack's bucket, copied there at deploy time."""
+        return not self.config.get("storage_uri_base") and hasattr(self.store, "publish_version")
+
     def storage_uri(self, spec: RunSpec) -> str:
+        if self._publishes():
+            return str(self.store.version_uri(spec.model_name, spec.version))  # type: ignore[union-attr]
         base = str(self.config.get("storage_uri_base") or "pvc://podstack-models").rstrip("/")
         return f"{base}/{spec.model_name}/{spec.version}"
+
+    def publish(self, spec: RunSpec) -> None:
+        """Lays the version's files out under ``storageUri`` (server-side copies in the
+        bucket) before KServe's storage initializer looks for them."""
+        if not self._publishes():
+            return
+        try:
+            self.store.publish_version(spec.model_name, spec.version, spec.files)  # type: ignore[union-attr]
+        except Exception as exc:  # the deployment fails with the store's reason
+            raise StartFailed(
+                f"Could not copy the version's files to {self.storage_uri(spec)}: {exc}"
+            ) from exc
 
     def manifest(self, spec: RunSpec) -> dict[str, Any]:
         """The InferenceService for ``spec`` as a plain dict (what the API receives)."""
@@ -165,6 +184,7 @@ class KubernetesTarget(Target):
     def start(self, spec: RunSpec) -> dict[str, Any]:
         from kubernetes.client.exceptions import ApiException
 
+        self.publish(spec)
         body = self.manifest(spec)
         api = self.api()
         try:

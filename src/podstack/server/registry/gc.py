@@ -4,7 +4,9 @@ A blob may be deleted only when nothing references it — no run artifact and no
 snapshot — and it is older than a grace period. The grace period is what keeps an in-flight
 upload safe: its blob is renamed into place (fresh mtime) before the database row that
 references it commits, so a young unreferenced blob may simply be about to be referenced.
-Abandoned upload temp files (a crashed server) older than the grace period go too.
+Abandoned upload temp files (a crashed server), multipart uploads never completed and direct
+uploads never finished (transfers.service.abort_stale_uploads) older than the grace period go
+too. The same rules hold for the local disk and an S3 bucket: only the store's methods are used.
 
 Order matters: the store is listed *before* the references are read, so any reference
 committed before the listing is seen; each candidate is re-checked just before deletion.
@@ -14,13 +16,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 from sqlalchemy.orm import Session
 
 from podstack.schemas.registry import GcReport
 from podstack.server.artifacts import service as artifacts
-from podstack.server.artifacts.store import BlobStore
+from podstack.server.artifacts.store import BlobInfo
+from podstack.server.artifacts.store_factory import ArtifactStore
 from podstack.server.db.session import Database
 from podstack.server.registry import repository as repo
 
@@ -34,66 +36,59 @@ def referenced_digests(s: Session) -> set[str]:
 
 def collect(
     db: Database,
-    store: BlobStore,
+    store: ArtifactStore,
     *,
     delete: bool = False,
     grace_seconds: int = DEFAULT_GRACE_SECONDS,
     now: Callable[[], float] = time.time,
 ) -> GcReport:
-    """Finds (and with ``delete`` removes) unreferenced blobs older than ``grace_seconds``."""
-    listed: list[tuple[str, Path, float, int]] = []
-    for digest in store.iter_digests():
-        path = store.path_for(digest)
-        try:
-            st = path.stat()
-        except FileNotFoundError:
-            continue
-        listed.append((digest, path, st.st_mtime, st.st_size))
+    """Finds (and with ``delete`` removes) unreferenced blobs older than ``grace_seconds``,
+    on the local disk or in the bucket alike (the store's own listing and ages: a file's
+    mtime, an object's last write or reuse)."""
+    listed: list[BlobInfo] = list(store.iter_blobs())
     with db.session(readonly=True) as s:
         refs = referenced_digests(s)
     cutoff = now() - grace_seconds
-    unreferenced = [b for b in listed if b[0] not in refs]
-    old = [b for b in unreferenced if b[2] < cutoff]
-    stale_tmp = []
-    for f in store.tmp_dir.iterdir() if store.tmp_dir.exists() else []:
-        try:
-            st = f.stat()
-        except FileNotFoundError:
-            continue
-        if f.is_file() and st.st_mtime < cutoff:
-            stale_tmp.append((f, st.st_size))
+    unreferenced = [b for b in listed if b.sha256 not in refs]
+    old = [b for b in unreferenced if b.mtime < cutoff]
+    stale = store.stale_uploads(grace_seconds)
+    # Direct (presigned) uploads are the transfers capability's: it knows which are live.
+    from podstack.server.transfers import service as transfers
+
+    with db.session() as s:
+        direct = transfers.abort_stale_uploads(s, store, grace_seconds, dry_run=not delete)
+    direct_count = len(direct.uploads) + len(direct.orphan_multiparts) + len(direct.orphan_objects)
     report = GcReport(
         deleted=delete,
         grace_seconds=grace_seconds,
         blobs_total=len(listed),
         referenced=len(listed) - len(unreferenced),
         reclaimable=len(old),
-        reclaimable_bytes=sum(b[3] for b in old),
+        reclaimable_bytes=sum(b.size for b in old),
         skipped_recent=len(unreferenced) - len(old),
-        stale_uploads=len(stale_tmp),
-        stale_upload_bytes=sum(n for _, n in stale_tmp),
-        digests=sorted(b[0] for b in old),
+        stale_uploads=len(stale) + direct_count,
+        stale_upload_bytes=sum(u.size for u in stale),
+        digests=sorted(b.sha256 for b in old),
     )
     if not delete:
         return report
     # Read the references again right before deleting: one may have committed since the
-    # listing (e.g. an upload that deduplicated onto one of these very blobs).
+    # listing (e.g. an upload that deduplicated onto one of these very blobs, which also
+    # refreshed its last use: checked again below).
     with db.session(readonly=True) as s:
         refs = referenced_digests(s)
     removed, removed_bytes = [], 0
-    for digest, path, _, size in old:
-        if digest in refs:
+    for blob in old:
+        if blob.sha256 in refs:
             continue
-        try:
-            if path.stat().st_mtime >= cutoff:
-                continue
-            path.unlink()
-        except FileNotFoundError:
+        last_used = store.last_used(blob.sha256)
+        if last_used is None or last_used >= cutoff:
             continue
-        removed.append(digest)
-        removed_bytes += size
-    for f, _ in stale_tmp:
-        f.unlink(missing_ok=True)
+        if store.delete(blob.sha256):
+            removed.append(blob.sha256)
+            removed_bytes += blob.size
+    for item in stale:
+        store.remove_stale(item)
     report.reclaimable = len(removed)
     report.reclaimable_bytes = removed_bytes
     report.digests = sorted(removed)
