@@ -215,6 +215,8 @@ def server(home: Path, db_url: str) -> Iterator[str]:
         "PODSTACK_DATABASE_URL": db_url,
         "PODSTACK_ADMIN_TOKEN": TOKEN,
         "PODSTACK_BACKGROUND_WORKERS": "false",
+        # One worker process: the figures are about one server process.
+        "PODSTACK_WORKERS": "1",
     }
     env.pop("PODSTACK_URL", None)
     log = open(home / "server.log", "wb")  # noqa: SIM115 - closed below

@@ -578,7 +578,11 @@ def write_markdown(
             "",
         ]
     )
-    RESULTS_MD.write_text(text)
+    # The other benchmarks' sections (benchmarks/sections.py) survive this rewrite.
+    from benchmarks.sections import blocks
+
+    kept = blocks(RESULTS_MD.read_text()) if RESULTS_MD.exists() else []
+    RESULTS_MD.write_text(text + "".join(f"\n{b}\n" for b in kept))
     return RESULTS_MD
 
 

@@ -67,6 +67,26 @@ class RunCreate(Input):
     run_name: RunName | None = None
     tags: dict[Key, TagValue] = Field(default_factory=dict)
     notes: Description | None = None
+    # For importers (``podstack import mlflow``): keep the source's start time, and its run id
+    # in a form we never mint ourselves (``run-`` + 32 hex, the MLflow id; see
+    # server/mlflow_compat/ids.py), so an imported run keeps its MLflow id and a second import
+    # finds it instead of copying it again.
+    start_time: datetime | None = None
+    id: (
+        Annotated[
+            str, StringConstraints(pattern=r"^run-[0-9a-f]{32}$", min_length=36, max_length=36)
+        ]
+        | None
+    ) = Field(default=None, description="Optional: run- followed by 32 lower-case hex digits.")
+
+    @field_validator("id")
+    @classmethod
+    def _not_a_padded_id(cls, v: str | None) -> str | None:
+        # MLflow clients see our own run-<16 hex> ids as 16 zeros + those 16 hex; an imported
+        # id of that shape would be shown as, and resolve to, a different run.
+        if v is not None and v.startswith("run-" + "0" * 16):
+            raise ValueError("a run id may not start with 16 zeros (that form is reserved)")
+        return v
 
 
 class RunUpdate(Input):

@@ -51,6 +51,7 @@ DEFAULT_OUTPUT = "output__0"
 MAX_EXAMPLE_BYTES = 1024 * 1024
 
 PICKLE_SUFFIXES = (".pkl", ".pickle", ".joblib")
+SKOPS_SUFFIX = ".skops"
 TORCH_SUFFIXES = (".pt", ".pth", ".torchscript", ".ts")
 
 # Numpy dtype names (as in MLflow signatures) <-> Open Inference Protocol datatypes.
@@ -123,20 +124,27 @@ class TensorSpec:
         }
 
     @classmethod
-    def from_mlflow(cls, doc: dict[str, Any], index: int) -> TensorSpec:
+    def from_mlflow(cls, doc: dict[str, Any], index: int, default_name: str = "") -> TensorSpec:
+        """One entry of an MLflow signature: a tensor spec, or a column of a column-based
+        (DataFrame) signature, which is served as a 1-D input named after the column.
+        ``default_name`` names an unnamed entry (else ``input_<index>``)."""
         spec = doc.get("tensor-spec") or {}
         dtype = str(spec.get("dtype") or doc.get("type") or "float32")
         datatype = NUMPY_TO_V2.get(dtype.lower())
         if datatype is None:
             raise NotServable(f"Signature uses unsupported dtype {dtype!r}.")
         shape = [int(d) for d in spec.get("shape") or [-1]]
-        return cls(name=str(doc.get("name") or f"input_{index}"), datatype=datatype, shape=shape)
+        name = doc.get("name") or default_name or f"input_{index}"
+        return cls(name=str(name), datatype=datatype, shape=shape)
 
 
 @dataclass
 class Signature:
     inputs: list[TensorSpec] = field(default_factory=list)
     outputs: list[TensorSpec] = field(default_factory=list)
+    # MLflow column-based (DataFrame) inputs: one 1-D input per column, which a scikit-learn
+    # model receives side by side as the columns of one 2-D array, in signature order.
+    columns: bool = False
 
     def to_mlmodel(self) -> dict[str, str]:
         # MLflow stores each side as a JSON string inside the YAML.
@@ -150,13 +158,33 @@ class Signature:
         if not doc:
             return None
 
-        def side(raw: Any) -> list[TensorSpec]:
-            if raw is None:
-                return []
+        def items_of(raw: Any) -> list[dict[str, Any]]:
             items = json.loads(raw) if isinstance(raw, str) else raw
-            return [TensorSpec.from_mlflow(d, i) for i, d in enumerate(items or [])]
+            return [d for d in items or [] if isinstance(d, dict)]
 
-        return cls(inputs=side(doc.get("inputs")), outputs=side(doc.get("outputs")))
+        def side(items: list[dict[str, Any]], output: bool) -> list[TensorSpec]:
+            # MLflow leaves a lone tensor unnamed: it gets the name the SDK sends a bare array
+            # under (inputs) or the model server's output__<i> (outputs).
+            return [
+                TensorSpec.from_mlflow(
+                    d,
+                    i,
+                    f"{DEFAULT_OUTPUT[:-1]}{i}"
+                    if output
+                    else DEFAULT_INPUT
+                    if len(items) == 1
+                    else "",
+                )
+                for i, d in enumerate(items)
+            ]
+
+        inputs = items_of(doc.get("inputs"))
+        columns = bool(inputs) and all(d.get("type") != "tensor" for d in inputs)
+        return cls(
+            inputs=side(inputs, False),
+            outputs=side(items_of(doc.get("outputs")), True),
+            columns=columns,
+        )
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -177,7 +205,9 @@ class Servable:
 
     @property
     def unsafe(self) -> bool:
-        return self.format in UNSAFE_FORMATS
+        # A skops file (MLflow 3's default for scikit-learn) is not a pickle: it is loaded with
+        # skops' default trusted types only, which cannot run code from the file.
+        return self.format in UNSAFE_FORMATS and not self.data_path.lower().endswith(SKOPS_SUFFIX)
 
 
 Opener = Callable[[str], IO[bytes]]
@@ -311,6 +341,34 @@ def signature_from_example(doc: Any) -> Signature | None:
         spec = _example_spec(DEFAULT_INPUT, doc, None)
         return Signature(inputs=[spec]) if spec is not None else None
     return None
+
+
+def mlflow_example_signature(doc: Any) -> Signature | None:
+    """Input specs from an input example as MLflow writes it (``input_example.json``): a
+    DataFrame in ``split`` orient (``{"columns": [...], "data": [[...], ...]}``, one 1-D input
+    per column), a tf-serving ``{"inputs": <array>}``, or anything ``signature_from_example``
+    reads. None if it does not say enough."""
+    if isinstance(doc, dict) and isinstance(doc.get("columns"), list) and "data" in doc:
+        rows = doc.get("data")
+        names = [str(c) for c in doc["columns"]]
+        if (
+            not isinstance(rows, list)
+            or not rows
+            or not all(isinstance(r, list) and len(r) == len(names) for r in rows)
+        ):
+            return None
+        specs = [_example_spec(n, [r[i] for r in rows], None) for i, n in enumerate(names)]
+        if any(s is None for s in specs):
+            return None
+        # Each column is a batch of scalars: shape [-1].
+        return Signature(
+            inputs=[TensorSpec(s.name, s.datatype, [-1]) for s in specs if s is not None],
+            columns=True,
+        )
+    inputs = doc.get("inputs") if isinstance(doc, dict) and set(doc) == {"inputs"} else None
+    if isinstance(inputs, list) and inputs and not isinstance(inputs[0], dict):
+        doc = inputs  # tf-serving's {"inputs": <array>}: the array itself
+    return signature_from_example(doc)
 
 
 def _read_example(path: str, open_file: Opener) -> Any:
@@ -452,13 +510,22 @@ def _from_mlmodel(mlmodel_path: str, files: set[str], open_file: Opener) -> Serv
                 f"MLmodel's {fmt} flavour names {data!r}, which is not among the version's files.",
                 {"missing": data_path},
             )
+        info = doc.get("saved_input_example_info")
+        name = info.get("artifact_path") if isinstance(info, dict) else None
+        example = root + str(name or INPUT_EXAMPLE)
         if fmt == TORCHSCRIPT:
-            info = doc.get("saved_input_example_info")
-            name = info.get("artifact_path") if isinstance(info, dict) else None
-            example = root + str(name or INPUT_EXAMPLE)
             signature = torchscript_signature(
                 signature, example if example in files else None, open_file
             )
+        elif (signature is None or not signature.inputs) and example in files:
+            # No signature in the MLmodel (MLflow's python_function reads the same one): the
+            # logged input example says what the model takes.
+            inferred = mlflow_example_signature(_read_example(example, open_file))
+            if inferred is not None:
+                outputs = list(signature.outputs) if signature is not None else []
+                signature = Signature(
+                    inputs=inferred.inputs, outputs=outputs, columns=inferred.columns
+                )
         return Servable(fmt, data_path, mlmodel=True, signature=signature, flavours=tuple(offered))
     raise NotServable(f"MLmodel's {offered[0]} flavour does not name its data file.")
 

@@ -76,7 +76,7 @@ def load_model_dir(model_dir: Path, servable: Servable, *, trusted: bool) -> Loa
         if servable.format == fmt.TORCHSCRIPT:
             return _load_torchscript(path, servable.signature)
         if servable.format == fmt.SKLEARN:
-            if not trusted:
+            if servable.unsafe and not trusted:  # a pickle (a skops file is not one)
                 raise NotServable(
                     f"{servable.data_path!r} is a pickle, and loading a pickle executes code "
                     "from the file; this target does not serve pickles (trusted formats are "
@@ -175,8 +175,26 @@ def _load_torchscript(path: Path, signature: Signature | None) -> LoadedModel:
 # ------------------------------------------------------------------ scikit-learn
 
 
+def _load_skops(path: Path) -> Any:
+    """A skops file (MLflow 3's default scikit-learn format), with skops' default trusted
+    types only: types an MLmodel asks to trust are ignored, the file must not widen what may
+    be loaded from it."""
+    import skops.io as sio
+
+    untrusted = sio.get_untrusted_types(file=path)
+    if untrusted:
+        raise LoadError(
+            f"{path.name} holds types skops does not trust by default ({', '.join(untrusted)}); "
+            "log the model with serialization_format='cloudpickle' and deploy it to a target "
+            "with trusted formats, or use types skops trusts."
+        )
+    return sio.load(path)
+
+
 def _load_sklearn(path: Path, signature: Signature | None) -> LoadedModel:
-    if path.suffix.lower() == ".joblib":
+    if path.suffix.lower() == fmt.SKOPS_SUFFIX:
+        model = _load_skops(path)
+    elif path.suffix.lower() == ".joblib":
         import joblib
 
         model = joblib.load(path)
@@ -198,8 +216,13 @@ def _load_sklearn(path: Path, signature: Signature | None) -> LoadedModel:
     if not outputs:
         outputs = [TensorSpec(out_name, "FP64", [-1])]
     first = inputs[0].name
+    columns = [t.name for t in inputs] if signature is not None and signature.columns else []
 
     def run(feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        if columns:
+            # An MLflow DataFrame signature: each column arrives as its own 1-D input.
+            x = np.column_stack([np.asarray(feed[c]).reshape(-1) for c in columns])
+            return {out_name: np.asarray(model.predict(x))}
         return {out_name: np.asarray(model.predict(feed[first]))}
 
     return LoadedModel("sklearn", inputs, outputs, run)

@@ -205,3 +205,32 @@ class AliasHistory(Base):
     previous_version: Mapped[int | None] = mapped_column(Integer)
     actor: Mapped[str] = mapped_column(String(64))
     at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class RegisteredModelTag(Base):
+    """A model's key-value tags (MLflow's registered-model tags; migration 0016). Kept apart
+    from labels (``ModelLabel``, plain strings): a label is a tag without a value, and the
+    MLflow API shows labels as tags with an empty value (see ``model_tags``)."""
+
+    __tablename__ = "registered_model_tags"
+
+    model_id: Mapped[int] = mapped_column(
+        ForeignKey("registered_models.id", ondelete="CASCADE"), primary_key=True
+    )
+    key: Mapped[str] = mapped_column(String(250), primary_key=True)
+    value: Mapped[str] = mapped_column(Text)
+
+
+class VersionOrigin(Base):
+    """Where a version registered through the MLflow API said it came from: the ``source``
+    URI the client gave (``runs:/…``, ``models:/<logged model id>``, ``mlflow-artifacts:/…``)
+    and the MLflow 3 logged model, shown back to MLflow clients as given (migration 0016).
+    The files themselves are the version's snapshot (``VersionFile``), as for any version."""
+
+    __tablename__ = "version_origins"
+
+    version_id: Mapped[int] = mapped_column(
+        ForeignKey("model_versions.id", ondelete="CASCADE"), primary_key=True
+    )
+    source: Mapped[str] = mapped_column(Text)
+    logged_model_id: Mapped[str | None] = mapped_column(String(64))

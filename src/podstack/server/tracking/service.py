@@ -140,13 +140,15 @@ def create_run(s: Session, actor: str, body: sch.RunCreate) -> Run:
             f"Experiment {exp.name!r} is archived; unarchive it to add runs.",
             {"experiment": exp.id},
         )
+    if body.id is not None and repo.get_run(s, body.id) is not None:
+        raise Conflict(f"Run {body.id} already exists.", {"run_id": body.id})
     now = utcnow()
     run = Run(
-        id=new_id("run"),
+        id=body.id or new_id("run"),
         experiment_id=exp.id,
         name=body.run_name,
         status="RUNNING",
-        start_time=now,
+        start_time=as_utc(body.start_time) if body.start_time else now,
         user=actor,
         notes=body.notes,
         updated_at=now,

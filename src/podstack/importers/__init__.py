@@ -1,0 +1,1 @@
+"""Importers: copy data from other systems into Podstack through its SDK (``podstack import``)."""
