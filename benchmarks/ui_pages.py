@@ -1,4 +1,5 @@
-"""Server time of the main UI pages with 10,000 registered models.
+"""Server time of the main UI pages with 10,000 registered models and, for the runs table and
+run comparison (issue 20), an experiment with 10,000 runs.
 
     python -m benchmarks.run ui_pages
     python -m benchmarks.run ui_pages --quick          # 2,000 models
@@ -154,6 +155,92 @@ def _bulk_models(db: Any, actor: str, n_models: int, chunk: int = 5000) -> None:
             s.execute(insert(ModelLabel), rows)
 
 
+RUNS_EXP = "bench-runs"
+OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop")
+
+
+def _bulk_runs(db: Any, n_runs: int, points: int = 10, chunk: int = 2000) -> list[str]:
+    """Issue 20: one experiment with ``n_runs`` finished runs, each with three params, two
+    tags, two metrics of ``points`` steps and their latest values: the rows the tracking
+    service writes (without audit rows, which no measured page reads), bulk-inserted."""
+    import random
+    from datetime import timedelta
+
+    from sqlalchemy import insert
+
+    from podstack.schemas import tracking as tsch
+    from podstack.server.db.base import utcnow
+    from podstack.server.tracking import service as tracking
+    from podstack.server.tracking.models import LatestMetric, Metric, Param, Run, RunTag
+
+    rng = random.Random(20)
+    with db.session() as s:
+        exp_id = tracking.create_experiment(s, "bench", tsch.ExperimentCreate(name=RUNS_EXP)).id
+    base = utcnow() - timedelta(days=30)
+    ids = [f"run-{i:032x}" for i in range(1, n_runs + 1)]
+    for lo in range(0, n_runs, chunk):
+        runs, params, tags, latest, history = [], [], [], [], []
+        for i in range(lo, min(n_runs, lo + chunk)):
+            rid, start = ids[i], base + timedelta(seconds=60 * i)
+            runs.append(
+                {
+                    "id": rid,
+                    "experiment_id": exp_id,
+                    "name": f"trial-{i:05d}",
+                    "status": "FINISHED",
+                    "start_time": start,
+                    "end_time": start + timedelta(minutes=30),
+                    "user": "bench",
+                    "updated_at": start,
+                }
+            )
+            lr = 10 ** rng.uniform(-5, -1)
+            params += [
+                {"run_id": rid, "key": "lr", "value": f"{lr:.6f}"},
+                {"run_id": rid, "key": "optimizer", "value": OPTIMIZERS[i % 4]},
+                {"run_id": rid, "key": "batch_size", "value": str(2 ** (4 + i % 4))},
+            ]
+            tags += [
+                {"run_id": rid, "key": "team", "value": ("nlp", "vision", "growth")[i % 3]},
+                {"run_id": rid, "key": "seed", "value": str(i % 10)},
+            ]
+            final = rng.uniform(0.5, 0.99)
+            for step in range(points):
+                ts = start + timedelta(minutes=step)
+                acc, loss = final * (step + 1) / points, 1.0 / (step + 1)
+                history += [
+                    {"run_id": rid, "key": "accuracy", "value": acc, "step": step, "timestamp": ts},
+                    {"run_id": rid, "key": "loss", "value": loss, "step": step, "timestamp": ts},
+                ]
+            ts = start + timedelta(minutes=points - 1)
+            latest += [
+                {
+                    "run_id": rid,
+                    "key": "accuracy",
+                    "value": final,
+                    "step": points - 1,
+                    "timestamp": ts,
+                },
+                {
+                    "run_id": rid,
+                    "key": "loss",
+                    "value": 1.0 / points,
+                    "step": points - 1,
+                    "timestamp": ts,
+                },
+            ]
+        with db.session() as s:
+            for model, rows in (
+                (Run, runs),
+                (Param, params),
+                (RunTag, tags),
+                (LatestMetric, latest),
+                (Metric, history),
+            ):
+                s.execute(insert(model), rows)
+    return ids
+
+
 def _measure(client: Any, path: str, reps: int) -> dict[str, float]:
     client.get(path)  # warm: template compilation, connection pool
     times = []
@@ -186,6 +273,7 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
     n_models = 2_000 if quick else 10_000
     n_versions = 20 if quick else 60
     reps = 10 if quick else 30
+    n_runs = 2_000 if quick else 10_000
     with tempfile.TemporaryDirectory(prefix="podstack-bench-ui-") as tmp:
         settings = Settings(
             home=Path(tmp),
@@ -197,6 +285,9 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
         app = create_app(settings)
         with TestClient(app, base_url="http://bench") as client:
             fill = _fill(app.state.db, app.state.store, n_models, n_versions)
+            t_runs = time.perf_counter()
+            run_ids = _bulk_runs(app.state.db, n_runs)
+            fill["fill_runs_s"] = round(time.perf_counter() - t_runs, 1)
             login = client.get("/login")
             csrf = re.search(r'name="csrf-token" content="([^"]+)"', login.text).group(1)  # type: ignore[union-attr]
             client.post("/login", data={"password": TOKEN, "csrf_token": csrf})
@@ -223,11 +314,38 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
                     break
                 path = nxt.group(1).replace("&amp;", "&")
             pages["model_list_page_100"] = path
+            # Issue 20: the runs table of an experiment with n_runs runs, and run comparison.
+            runs_url = f"/experiments/{RUNS_EXP}"
+            pages.update(
+                {
+                    "runs_table": runs_url,
+                    "runs_table_page_20": None,
+                    "runs_table_filter": runs_url
+                    + "?filter=metrics.accuracy+%3E%3D+0.9+and+params.optimizer+%3D+%27adam%27",
+                    "runs_table_sort_metric": runs_url + "?sort=metric%3Aaccuracy&dir=desc",
+                    "runs_table_sort_metric_max": runs_url + "?sort=metric_max%3Aloss&dir=asc",
+                    "runs_table_sort_tag": runs_url + "?sort=tag%3Ateam&dir=asc",
+                    "runs_group_by_param": runs_url + "?group=param%3Aoptimizer",
+                    "runs_group_by_tag_filtered": runs_url
+                    + "?group=tag%3Ateam&filter=metrics.accuracy+%3E%3D+0.8",
+                    "compare_5_runs": "/runs/compare?runs=" + ",".join(run_ids[:: n_runs // 5]),
+                    "compare_20_runs": "/runs/compare?runs=" + ",".join(run_ids[:: n_runs // 20]),
+                }
+            )
+            path = runs_url
+            for _ in range(20):
+                html = client.get(path).text
+                nxt = re.search(r'href="(/experiments/[^"]+page_token=[^"]+)" rel="next"', html)
+                if nxt is None:
+                    break
+                path = nxt.group(1).replace("&amp;", "&")
+            pages["runs_table_page_20"] = path
             t_pages = time.perf_counter()
             results = {name: _measure(client, p, reps) for name, p in pages.items() if p}
             pages_s = time.perf_counter() - t_pages
-    return {
+    out = {
         "models": n_models,
+        "runs": n_runs,
         "big_model_versions": n_versions,
         "repetitions": reps,
         "database": "postgresql" if settings.database_url.startswith("postgresql") else "sqlite",
@@ -237,6 +355,34 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
         # benchmarks/run.py prints these under this benchmark
         "timings": {
             f"fill ({n_models:,} models)": fill["fill_models_s"] + fill["fill_big_model_s"],
+            f"fill ({n_runs:,} runs)": fill["fill_runs_s"],
             f"pages ({reps} requests each)": round(pages_s, 1),
         },
     }
+    if not quick:
+        _record(out)
+    return out
+
+
+def _record(out: dict[str, Any]) -> None:
+    """The figures into RESULTS.md (issue 20's target: each runs-table and compare page under
+    100 ms at 10,000 runs, server side, in-process)."""
+    from benchmarks.sections import record
+
+    lines = [
+        f"{out['models']:,} models ({out['big_model_versions']} versions on one), "
+        f"{out['runs']:,} runs in one experiment; {out['database']}; {out['repetitions']} "
+        f"requests per page through the app in-process (no socket), signed in; "
+        f"{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())}, load average "
+        f"{os.getloadavg()[0]:.2f} at the end (2 cores).",
+        "",
+        "| page | median ms | p95 ms | max ms | KiB |",
+        "|---|---|---|---|---|",
+    ]
+    for name, r in out["pages"].items():
+        lines.append(
+            f"| {name} | {r['median_ms']} | {r['p95_ms']} | {r['max_ms']} | "
+            f"{r['bytes'] / 1024:.0f} |"
+        )
+    title = "UI pages at 10,000 models and 10,000 runs (`benchmarks/ui_pages.py`)"
+    record("ui-pages", title, lines)

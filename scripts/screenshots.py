@@ -77,6 +77,21 @@ PAGES: list[tuple[str, str, str, str | None]] = [
     ("experiments.png", "/experiments", "[data-experiments-table]", None),
     ("experiment-runs.png", "/experiments/sentiment-exp", "[data-runs-table]", None),
     ("run-metrics.png", "RUN?tab=metrics", "[data-charts]", None),
+    # Issue 20: run selection, chosen columns, group by, the run comparison.
+    ("runs-select-compare.png", "/experiments/sentiment-exp", "[data-runs-table]", "select-runs"),
+    (
+        "runs-columns-group.png",
+        "/experiments/sentiment-exp?group=param:model",
+        "[data-group-table]",
+        None,
+    ),
+    ("compare-runs.png", "COMPARE", "canvas[data-run-chart][data-lines]", None),
+    (
+        "run-artifact-preview.png",
+        "RUN?tab=artifacts&path=eval&preview=eval/confusion_matrix.json",
+        "[data-preview]",
+        None,
+    ),
     ("run-artifacts.png", "RUN?tab=artifacts", "[data-artifacts]", "register-run"),
     ("api-tokens.png", "/settings/tokens", "[data-tokens-table]", None),
     ("login.png", "/login", "form", "logout"),
@@ -135,11 +150,22 @@ def _first_run(url: str, token: str) -> str:
     return f"/runs/{runs[0]['id']}"
 
 
+def _compare_runs(url: str, token: str) -> str:
+    """The compare view of the demo's four best sentiment runs."""
+    runs = httpx.post(
+        url + "/api/v1/runs/search",
+        json={"experiment_ids": ["sentiment-exp"], "order_by": "metrics.accuracy DESC", "limit": 4},
+        headers={"Authorization": f"Bearer {token}"},
+    ).json()["items"]
+    return "/runs/compare?runs=" + ",".join(r["id"] for r in runs)
+
+
 def shoot(url: str, token: str, out: Path) -> list[Path]:
     from playwright.sync_api import sync_playwright
 
     out.mkdir(parents=True, exist_ok=True)
     run_page = _first_run(url, token)
+    compare_page = _compare_runs(url, token)
     saved: list[Path] = []
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
@@ -150,7 +176,7 @@ def shoot(url: str, token: str, out: Path) -> list[Path]:
         page.click("button[type=submit]")
         page.wait_for_url(re.compile(r".*/models$"))
         for name, path, ready, action in PAGES:
-            path = path.replace("RUN", run_page)
+            path = path.replace("RUN", run_page).replace("COMPARE", compare_page)
             if action == "logout":
                 ctx.clear_cookies()
             page.goto(url + path)
@@ -168,6 +194,9 @@ def shoot(url: str, token: str, out: Path) -> list[Path]:
                 page.check("input[name=stage][value=Production]")
                 page.fill("#f-note", "A/B test: +0.8 points accuracy, latency within budget")
                 page.check("input[name=archive_existing]")
+            elif action == "select-runs":
+                for box in page.locator("input[data-run-select]").all()[:3]:
+                    box.check()
             elif action == "register-run":
                 page.click("text=Register to Model Registry")
                 page.select_option("#f-artifact_path", "model.pt")

@@ -52,6 +52,8 @@ class ActiveRun:
         self._run = run
         self.id: str = run.id
         self.experiment_id: str = run.experiment_id
+        # start_run(log_system_metrics=True): a SystemMetricsSampler, stopped by end().
+        self._system_metrics: Any = None
 
     def __repr__(self) -> str:
         return f"<ActiveRun {self.id} experiment={self.experiment_id}>"
@@ -120,6 +122,8 @@ class ActiveRun:
         self._client.set_run_tags(self.id, tags)
 
     def end(self, status: str = "FINISHED") -> sch.Run:
+        if self._system_metrics is not None:
+            self._system_metrics.stop()  # its last sample goes in while the run is open
         return self._client.end_run(self.id, status)
 
     def __enter__(self) -> ActiveRun:
@@ -203,29 +207,66 @@ class TrackingAPI(BaseClient):
 
     # ------------------------------------------------------------ runs
     def create_run(
-        self, experiment_id: str, run_name: str | None = None, tags: Mapping[str, Any] | None = None
+        self,
+        experiment_id: str,
+        run_name: str | None = None,
+        tags: Mapping[str, Any] | None = None,
+        *,
+        start_time: datetime | None = None,
+        run_id: str | None = None,
     ) -> sch.Run:
-        body = {
+        """``start_time`` and ``run_id`` (``run-`` + 32 hex) are for importers that keep the
+        source's start time and id (``podstack import mlflow``)."""
+        body: dict[str, Any] = {
             "experiment_id": experiment_id,
             "run_name": run_name,
             "tags": {k: str(v) for k, v in (tags or {}).items()},
         }
+        if start_time is not None:
+            body["start_time"] = start_time.isoformat()
+        if run_id is not None:
+            body["id"] = run_id
         return sch.Run.model_validate(self._request("POST", "/runs", json=body))
 
     def start_run(
-        self, experiment_id: str, run_name: str | None = None, tags: Mapping[str, Any] | None = None
+        self,
+        experiment_id: str,
+        run_name: str | None = None,
+        tags: Mapping[str, Any] | None = None,
+        *,
+        log_system_metrics: bool = False,
+        system_metrics_interval: float = 10.0,
     ) -> ActiveRun:
         """Starts a run in experiment ``experiment_id`` (an id or a name; an unknown name
-        creates the experiment). Use as ``with client.start_run(...) as run:``."""
-        return ActiveRun(self, self.create_run(experiment_id, run_name, tags))  # type: ignore[arg-type]
+        creates the experiment). Use as ``with client.start_run(...) as run:``.
+
+        ``log_system_metrics=True`` samples CPU, memory and (with ``nvidia-ml-py``) GPU use
+        every ``system_metrics_interval`` seconds into ``system/…`` metrics until the run
+        ends; it needs psutil (``pip install 'podstack[system-metrics]'``)."""
+        sampler = None
+        if log_system_metrics:
+            from podstack.client.system_metrics import SystemMetricsSampler
+
+            # Built before the run: a missing psutil or a bad interval leaves no orphan run.
+            sampler = SystemMetricsSampler(system_metrics_interval)
+        run = ActiveRun(self, self.create_run(experiment_id, run_name, tags))  # type: ignore[arg-type]
+        if sampler is not None:
+            run._system_metrics = sampler
+            sampler.start(lambda m, step: self.log_metrics(run.id, m, step=step))
+        return run
 
     def get_run(self, run_id: str) -> sch.Run:
         return sch.Run.model_validate(self._request("GET", f"/runs/{seg(run_id)}"))
 
-    def end_run(self, run_id: str, status: str = "FINISHED") -> sch.Run:
-        return sch.Run.model_validate(
-            self._request("PATCH", f"/runs/{seg(run_id)}", json={"status": status.upper()})
-        )
+    def end_run(
+        self, run_id: str, status: str = "FINISHED", end_time: datetime | None = None
+    ) -> sch.Run:
+        """Ends the run with ``status``, at ``end_time`` (default now; importers keep the
+        source's)."""
+        body: dict[str, Any] = {"status": status.upper()}
+        if end_time is not None:
+            body["end_time"] = end_time.isoformat()
+        return sch.Run.model_validate(self._request("PATCH", f"/runs/{seg(run_id)}", json=body))
 
     def update_run(
         self, run_id: str, *, name: str | None = None, notes: str | None = None

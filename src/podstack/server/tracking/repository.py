@@ -367,3 +367,205 @@ def tag_value(run_col: Any, key: str) -> Any:
 
 def as_datetime(v: Any) -> datetime:
     return v if isinstance(v, datetime) else datetime.fromisoformat(str(v))
+
+
+# ---------------------------------------------------------------- run comparison (issue 20)
+
+
+def metric_histories(
+    s: Session, run_ids: Sequence[str], keys: Sequence[str], max_points: int
+) -> list[tuple[str, str, int, datetime, float | None]]:
+    """(run_id, key, step, timestamp, value) of the runs' histories of ``keys``, ordered by
+    run, key and step, thinned in SQL to about ``max_points`` evenly spaced points per series
+    (the last point always kept): a 100,000-step curve never crosses the wire whole."""
+    if not run_ids or not keys:
+        return []
+    part = (Metric.run_id, Metric.key)
+    order = (Metric.step, Metric.id)
+    inner = (
+        select(
+            Metric.run_id,
+            Metric.key,
+            Metric.step,
+            Metric.timestamp,
+            Metric.value,
+            func.row_number().over(partition_by=part, order_by=order).label("rn"),
+            func.count().over(partition_by=part).label("cnt"),
+        )
+        .where(Metric.run_id.in_(list(run_ids)), Metric.key.in_(list(keys)))
+        .subquery()
+    )
+    # Floor division (SQLAlchemy 2: "//"): a row is kept when it starts a new bucket.
+    keep = or_(
+        inner.c.cnt <= max_points,
+        inner.c.rn == inner.c.cnt,
+        (inner.c.rn * max_points) // inner.c.cnt != ((inner.c.rn - 1) * max_points) // inner.c.cnt,
+    )
+    q = (
+        select(inner.c.run_id, inner.c.key, inner.c.step, inner.c.timestamp, inner.c.value)
+        .where(keep)
+        .order_by(inner.c.run_id, inner.c.key, inner.c.rn)
+    )
+    return [(r, k, st, as_datetime(ts), v) for r, k, st, ts, v in s.execute(q)]
+
+
+def metric_extremes(
+    s: Session, run_ids: Sequence[str], keys: Sequence[str]
+) -> dict[str, dict[str, tuple[float | None, float | None]]]:
+    """Per run and key: (min, max) over the whole history (NaN points ignored)."""
+    out: dict[str, dict[str, tuple[float | None, float | None]]] = {r: {} for r in run_ids}
+    if not run_ids or not keys:
+        return out
+    q = (
+        select(Metric.run_id, Metric.key, func.min(Metric.value), func.max(Metric.value))
+        .where(Metric.run_id.in_(list(run_ids)), Metric.key.in_(list(keys)))
+        .group_by(Metric.run_id, Metric.key)
+    )
+    for run_id, key, lo, hi in s.execute(q):
+        out[run_id][key] = (lo, hi)
+    return out
+
+
+def metric_extreme_value(run_col: Any, key: str, which: str) -> Any:
+    """Sort expression: a run's minimum or maximum of metric ``key`` (``which`` min|max)."""
+    agg = func.min(Metric.value) if which == "min" else func.max(Metric.value)
+    return select(agg).where(Metric.run_id == run_col, Metric.key == key).scalar_subquery()
+
+
+def experiment_keys(
+    s: Session, experiment_ids: Sequence[str], limit: int, recent_runs: int | None = None
+) -> dict[str, list[str]]:
+    """The distinct param, metric and tag keys used by the experiments' runs (the column
+    chooser's choices), at most ``limit`` of each, sorted. With ``recent_runs``, only the keys
+    of that many most recently started runs: a bounded read whatever the experiment's size."""
+    runs = select(Run.id).where(Run.experiment_id.in_(list(experiment_ids)))
+    if recent_runs is not None:
+        runs = runs.order_by(Run.start_time.desc()).limit(recent_runs)
+    out: dict[str, list[str]] = {}
+    for name, model in (("params", Param), ("metrics", LatestMetric), ("tags", RunTag)):
+        q = (
+            select(model.key)
+            .where(model.run_id.in_(runs))
+            .group_by(model.key)
+            .order_by(model.key)
+            .limit(limit)
+        )
+        out[name] = list(s.scalars(q))
+    return out
+
+
+def group_runs(
+    s: Session,
+    *,
+    experiment_ids: list[str],
+    status: str | None,
+    where: list[ColumnElement[bool]],
+    group_kind: str,
+    group_key: str,
+    metric_keys: Sequence[str],
+    limit: int,
+) -> tuple[list[tuple[str | None, int]], list[tuple[str | None, str, Any, Any, Any, int]]]:
+    """Runs grouped by the value of a param or tag (``group_kind`` param|tag; runs without it
+    form the ``None`` group): [(value, runs)] by value, at most ``limit`` groups, and
+    [(value, metric key, mean, min, max, runs with a value)] of the latest metric values —
+    all aggregated by the database, whatever the number of runs."""
+    from sqlalchemy.orm import aliased
+
+    g = aliased(Param if group_kind == "param" else RunTag)
+    on = and_(g.run_id == Run.id, g.key == group_key)
+
+    def scoped(stmt: Select[Any]) -> Select[Any]:
+        stmt = stmt.where(Run.experiment_id.in_(experiment_ids))
+        if status:
+            stmt = stmt.where(Run.status == status)
+        for cond in where:
+            stmt = stmt.where(cond)
+        return stmt
+
+    counts_q = scoped(
+        select(g.value, func.count(Run.id)).select_from(Run).outerjoin(g, on).group_by(g.value)
+    )
+    counts = [(v, int(n)) for v, n in s.execute(counts_q.order_by(g.value).limit(limit))]
+    aggs: list[tuple[str | None, str, Any, Any, Any, int]] = []
+    if metric_keys and counts:
+        lm = aliased(LatestMetric)  # the filter's EXISTS on latest_metrics must not correlate to it
+        aggs_q = scoped(
+            select(
+                g.value,
+                lm.key,
+                func.avg(lm.value),
+                func.min(lm.value),
+                func.max(lm.value),
+                func.count(lm.value),
+            )
+            .select_from(Run)
+            .outerjoin(g, on)
+            .join(lm, lm.run_id == Run.id)
+            .where(lm.key.in_(list(metric_keys)))
+            .group_by(g.value, lm.key)
+        )
+        aggs = [(v, k, mean, lo, hi, int(n)) for v, k, mean, lo, hi, n in s.execute(aggs_q)]
+    return counts, aggs
+
+
+# ------------------------------------------------------- MLflow-compatible search (issue 17)
+
+
+def search_runs_ordered(
+    s: Session,
+    *,
+    experiment_ids: Sequence[str],
+    where: Sequence[ColumnElement[bool]],
+    order_by: Sequence[tuple[Any, bool]],
+    limit: int,
+    offset: int,
+) -> list[Run]:
+    """Runs of the experiments matching ``where``, sorted by several (expression, descending)
+    keys -- rows without a value last for each -- then by id; an OFFSET page, as MLflow's own
+    page tokens are (its clients may send several order_by keys, which a keyset over one key
+    cannot follow)."""
+    stmt: Select[Any] = select(Run).where(Run.experiment_id.in_(list(experiment_ids)))
+    for cond in where:
+        stmt = stmt.where(cond)
+    for expr, desc in order_by:
+        stmt = stmt.order_by(expr.is_(None).asc(), expr.desc() if desc else expr.asc())
+    stmt = stmt.order_by(Run.id.asc()).limit(limit + 1).offset(offset)
+    return list(s.scalars(stmt))
+
+
+def search_experiments_ordered(
+    s: Session,
+    *,
+    where: Sequence[ColumnElement[bool]],
+    order_by: Sequence[tuple[Any, bool]],
+    limit: int,
+    offset: int,
+) -> list[Experiment]:
+    """Experiments matching ``where`` in the given order, then by id (OFFSET page, as above)."""
+    stmt: Select[Any] = select(Experiment)
+    for cond in where:
+        stmt = stmt.where(cond)
+    for expr, desc in order_by:
+        stmt = stmt.order_by(expr.is_(None).asc(), expr.desc() if desc else expr.asc())
+    stmt = stmt.order_by(Experiment.id.asc()).limit(limit + 1).offset(offset)
+    return list(s.scalars(stmt))
+
+
+def latest_metric_rows_of(s: Session, run_ids: Sequence[str]) -> dict[str, list[LatestMetric]]:
+    """Per run: its latest metric rows (value, step, timestamp), by key -- for a page of runs
+    in one query."""
+    out: dict[str, list[LatestMetric]] = {r: [] for r in run_ids}
+    if not run_ids:
+        return out
+    q = (
+        select(LatestMetric)
+        .where(LatestMetric.run_id.in_(list(run_ids)))
+        .order_by(LatestMetric.run_id, LatestMetric.key)
+    )
+    for m in s.scalars(q):
+        out[m.run_id].append(m)
+    return out
+
+
+def experiment_by_name(s: Session, name: str) -> Experiment | None:
+    return s.scalar(select(Experiment).where(Experiment.name == name))

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Form
-from fastapi.responses import Response
+from fastapi.responses import Response, StreamingResponse
 from sqlalchemy.orm import Session
 
 from podstack.errors import NotFound, PodstackError, ValidationFailed
@@ -14,6 +14,7 @@ from podstack.schemas.artifact_paths import parent_dirs
 from podstack.server.artifacts import service as artifacts
 from podstack.server.registry import service as registry
 from podstack.server.tracking import service as tracking
+from podstack.server.web import artifact_preview
 from podstack.server.web.core import EditorAction, ViewerPage, WebCtx, WebRoute
 from podstack.server.web.views import metric_series, register_errors
 
@@ -25,6 +26,8 @@ MAX_REGISTER_CHOICES = 1000
 MAX_CHARTS = 40
 HISTORY_POINTS = 10_000
 SUGGESTIONS = 20
+# Metrics logged by the SDK's system-metrics sampler (start_run(log_system_metrics=True)).
+SYSTEM_PREFIX = "system/"
 
 
 def _run(s: Session, run_id: str) -> tuple[sch.Run, sch.Experiment]:
@@ -52,13 +55,16 @@ def run_page(
     tab: str = "overview",
     path: str = "",
     page_token: str | None = None,
+    preview: str = "",
 ) -> Response:
     tab = tab if tab in TABS else "overview"
     extra: dict[str, Any] = {}
     with ctx.read() as s:
         run, exp = _run(s, run_id)
         if tab == "metrics":
-            keys = sorted(run.metrics)[:MAX_CHARTS]
+            # Model metrics first; system metrics (CPU, memory, GPU) in their own section.
+            ordered = sorted(run.metrics, key=lambda k: (k.startswith(SYSTEM_PREFIX), k))
+            keys = ordered[:MAX_CHARTS]
             extra["charts"] = [
                 {
                     "key": k,
@@ -71,6 +77,7 @@ def run_page(
                             ),
                         }
                     ],
+                    "system": k.startswith(SYSTEM_PREFIX),
                 }
                 for k in keys
             ]
@@ -85,6 +92,8 @@ def run_page(
                     raise
                 entries, token = [], None
             extra.update(entries=entries, next_token=token, path=path, crumbs=_crumbs(path))
+            if preview:
+                extra["preview"] = _preview(ctx, s, run.id, preview)
         # Editors can register from any tab (the header button); viewers never see the dialog.
         extra["choices"] = _artifact_choices(s, run.id) if ctx.can_edit else []
         extra["names"] = _model_names(s) if ctx.can_edit else []
@@ -97,6 +106,49 @@ def run_page(
         form={},
         errors={},
         **extra,
+    )
+
+
+def _preview(ctx: WebCtx, s: Session, run_id: str, path: str) -> artifact_preview.Preview:
+    """The preview of one file: only its first bytes are read (images: none, the browser
+    loads them from ``/runs/<id>/image/<path>``)."""
+    row = artifacts.get_file(s, run_id, path)
+    if artifact_preview.kind_of(path) in ("image", "parquet"):
+        return artifact_preview.build(path, row.size, None)
+    return artifact_preview.build(
+        path, row.size, ctx.state.store.iter_blob(row.sha256, verify=False)
+    )
+
+
+@router.get("/runs/{run_id}/image/{path:path}")
+def artifact_image(ctx: ViewerPage, run_id: str, path: str) -> Response:
+    """An image artifact for the preview's ``<img>``: its type fixed by the extension (never
+    sniffed), SVG sandboxed by its own CSP so scripts in it never run."""
+    content_type = artifact_preview.image_type(path)
+    if content_type is None:
+        raise ValidationFailed(
+            f"{path!r} is not an image (PNG, JPEG, GIF, WebP or SVG); preview it on the run's "
+            "Artifacts tab or download it.",
+            {"path": path},
+        )
+    with ctx.read() as s:
+        row = artifacts.get_file(s, run_id, path)
+        size, sha256 = row.size, row.sha256
+    if size > artifact_preview.MAX_IMAGE_BYTES:
+        raise ValidationFailed(
+            f"{path!r} is too large to preview ({size} bytes; the limit is "
+            f"{artifact_preview.MAX_IMAGE_BYTES}); download it instead.",
+            {"path": path, "size": size},
+        )
+    return StreamingResponse(
+        ctx.state.store.iter_blob(sha256, verify=True),
+        media_type=content_type,
+        headers={
+            "Content-Length": str(size),
+            "Content-Security-Policy": artifact_preview.IMAGE_CSP,
+            "Cache-Control": "private, max-age=3600",
+            "ETag": f'"{sha256}"',
+        },
     )
 
 
