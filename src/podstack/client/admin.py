@@ -7,7 +7,13 @@ from typing import Any
 
 from podstack.client.base import BaseClient, seg
 from podstack.schemas.audit import AuditEventOut
-from podstack.schemas.auth import MeOut, TokenCreated, TokenOut, UserOut
+from podstack.schemas.auth import (
+    MeOut,
+    ServiceAccountOut,
+    TokenCreated,
+    TokenOut,
+    UserOut,
+)
 
 # Distinguishes "leave unchanged" from "clear" (None) in update_user.
 _UNSET: Any = object()
@@ -96,6 +102,66 @@ class AdminAPI(BaseClient):
 
     def revoke_token(self, token_id: int) -> TokenOut:
         return TokenOut.model_validate(self._request("DELETE", f"/tokens/{int(token_id)}"))
+
+    # ------------------------------------------------------------------ service accounts (admins)
+    def create_service_account(
+        self, name: str, role: str = "viewer", *, description: str | None = None
+    ) -> ServiceAccountOut:
+        """A non-human account for automation (CI): API tokens only, no password, no UI."""
+        body = {"name": name, "role": role, "description": description}
+        return ServiceAccountOut.model_validate(
+            self._request("POST", "/service-accounts", json=body)
+        )
+
+    def list_service_accounts(self) -> list[ServiceAccountOut]:
+        return [
+            ServiceAccountOut.model_validate(a)
+            for a in self._paginate("/service-accounts", "items")
+        ]
+
+    def get_service_account(self, name: str) -> ServiceAccountOut:
+        return ServiceAccountOut.model_validate(
+            self._request("GET", f"/service-accounts/{seg(name)}")
+        )
+
+    def update_service_account(
+        self,
+        name: str,
+        *,
+        role: str | None = None,
+        disabled: bool | None = None,
+        description: str | None = _UNSET,
+    ) -> ServiceAccountOut:
+        """Changes only what is passed; ``description=None`` clears it."""
+        body: dict[str, Any] = {}
+        if role is not None:
+            body["role"] = role
+        if disabled is not None:
+            body["disabled"] = disabled
+        if description is not _UNSET:
+            body["description"] = description
+        return ServiceAccountOut.model_validate(
+            self._request("PATCH", f"/service-accounts/{seg(name)}", json=body)
+        )
+
+    def create_service_account_token(
+        self,
+        name: str,
+        token_name: str,
+        expires_in_days: int | None = None,
+        *,
+        expires_at: datetime | None = None,
+    ) -> TokenCreated:
+        """Issues a token to service account ``name``; ``.token`` is shown only this once.
+        List and revoke its tokens with ``list_tokens(username=name)`` / ``revoke_token``."""
+        body: dict[str, Any] = {"name": token_name}
+        if expires_in_days is not None:
+            body["expires_in_days"] = expires_in_days
+        if expires_at is not None:
+            body["expires_at"] = expires_at.isoformat()
+        return TokenCreated.model_validate(
+            self._request("POST", f"/service-accounts/{seg(name)}/tokens", json=body)
+        )
 
     # ------------------------------------------------------------------ audit (admins)
     def list_audit_events(

@@ -61,6 +61,8 @@ class UserOut(Schema):
     disabled: bool = False
     has_password: bool = False
     created_at: datetime
+    # "human", or "service" for a service account (tokens only; /service-accounts).
+    kind: str = "human"
 
 
 class TokenCreate(Input):
@@ -99,3 +101,38 @@ class TokenCreated(TokenOut):
     """Returned once, at creation: ``token`` is the secret to store now."""
 
     token: str
+
+
+# ---------------------------------------------------------------- service accounts
+
+
+class ServiceAccountCreate(Input):
+    """A non-human account (e.g. a CI pipeline): API tokens only, never a password or a
+    browser session."""
+
+    name: _Username
+    role: str = "viewer"
+    description: _DisplayName | None = None
+
+
+class ServiceAccountUpdate(Input):
+    """Only the fields sent are changed; ``description: null`` clears it."""
+
+    role: str | None = None
+    disabled: bool | None = None
+    description: _DisplayName | None = None
+
+
+class ServiceAccountOut(Schema):
+    id: int
+    name: str
+    role: str
+    description: str | None = None
+    disabled: bool = False
+    created_at: datetime
+
+
+class ServiceAccountTokenCreate(Input):
+    name: Annotated[str, Field(min_length=1, max_length=128)]
+    expires_at: datetime | None = None
+    expires_in_days: Annotated[int, Field(ge=1, le=3650)] | None = None

@@ -9,6 +9,10 @@ from fastapi import APIRouter, Query
 from podstack.errors import BadRequest
 from podstack.schemas.auth import (
     MeOut,
+    ServiceAccountCreate,
+    ServiceAccountOut,
+    ServiceAccountTokenCreate,
+    ServiceAccountUpdate,
     TokenCreate,
     TokenCreated,
     TokenOut,
@@ -17,7 +21,7 @@ from podstack.schemas.auth import (
     UserUpdate,
 )
 from podstack.schemas.common import Page
-from podstack.server.auth import service
+from podstack.server.auth import service, service_accounts
 from podstack.server.auth.models import ApiToken, User
 from podstack.server.deps import AdminCtx, ViewerCtx
 from podstack.server.pagination import clamp_limit, decode_token, page_of
@@ -137,3 +141,75 @@ def list_tokens(
 def revoke_token(token_id: int, ctx: ViewerCtx) -> TokenOut:
     with ctx.write() as s:
         return _token_out(service.revoke_token(s, ctx.principal, token_id))
+
+
+# ---------------------------------------------------------------- service accounts (admins)
+
+
+@router.post(
+    "/service-accounts",
+    status_code=201,
+    response_model=ServiceAccountOut,
+    summary="Create a service account (a non-human user for automation)",
+)
+def create_service_account(body: ServiceAccountCreate, ctx: AdminCtx) -> ServiceAccountOut:
+    with ctx.write() as s:
+        account = service_accounts.create(
+            s, ctx.actor, body.name, role=body.role, description=body.description
+        )
+        return service_accounts.to_out(account)
+
+
+@router.get(
+    "/service-accounts", response_model=Page[ServiceAccountOut], summary="List service accounts"
+)
+def list_service_accounts(ctx: AdminCtx) -> Page[ServiceAccountOut]:
+    # A handful per installation (one per pipeline): one page.
+    with ctx.read() as s:
+        return Page[ServiceAccountOut](
+            items=[service_accounts.to_out(a) for a in service_accounts.list_all(s)],
+            next_page_token=None,
+        )
+
+
+@router.get(
+    "/service-accounts/{name}", response_model=ServiceAccountOut, summary="Get a service account"
+)
+def get_service_account(name: str, ctx: AdminCtx) -> ServiceAccountOut:
+    with ctx.read() as s:
+        return service_accounts.to_out(service_accounts.get(s, name))
+
+
+@router.patch(
+    "/service-accounts/{name}",
+    response_model=ServiceAccountOut,
+    summary="Change a service account's role, description or disabled state",
+)
+def update_service_account(
+    name: str, body: ServiceAccountUpdate, ctx: AdminCtx
+) -> ServiceAccountOut:
+    with ctx.write() as s:
+        account = service_accounts.update(s, ctx.actor, name, body.model_dump(exclude_unset=True))
+        return service_accounts.to_out(account)
+
+
+@router.post(
+    "/service-accounts/{name}/tokens",
+    status_code=201,
+    response_model=TokenCreated,
+    summary="Issue an API token to a service account (the value is shown only here)",
+)
+def create_service_account_token(
+    name: str, body: ServiceAccountTokenCreate, ctx: AdminCtx
+) -> TokenCreated:
+    with ctx.write() as s:
+        issued = service_accounts.issue_token(
+            s,
+            ctx.principal,
+            name,
+            body.name,
+            expires_at=body.expires_at,
+            expires_in_days=body.expires_in_days,
+        )
+        out = _token_out(issued.token)
+        return TokenCreated(**out.model_dump(exclude={"status"}), token=issued.value)

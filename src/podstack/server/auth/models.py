@@ -1,13 +1,16 @@
-"""Users and API tokens."""
+"""Users and API tokens; external identities (single sign-on) and directory groups."""
 
 from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import Boolean, ForeignKey, Integer, String
+from sqlalchemy import Boolean, ForeignKey, Index, Integer, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from podstack.server.db.base import Base, UTCDateTime, utcnow
+
+HUMAN_KIND = "human"
+SERVICE_KIND = "service"
 
 
 class User(Base):
@@ -28,12 +31,19 @@ class User(Base):
     # sign-out, a password, role change or disabling bumps it, which ends every session
     # signed in before.
     session_generation: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    # "human" or "service" (a non-human account for CI pipelines: API tokens only, never a
+    # password or a browser session; auth/service_accounts.py).
+    kind: Mapped[str] = mapped_column(String(16), default="human", server_default="human")
 
     tokens: Mapped[list[ApiToken]] = relationship(back_populates="user", cascade="all, delete")
 
     @property
     def has_password(self) -> bool:
         return self.password_hash is not None
+
+    @property
+    def is_service_account(self) -> bool:
+        return self.kind == SERVICE_KIND
 
 
 class ApiToken(Base):
@@ -61,3 +71,48 @@ class ApiToken(Base):
     @property
     def username(self) -> str:
         return self.user.username
+
+
+class UserIdentity(Base):
+    """The account at an OpenID provider that signs in as a user: (issuer, subject) is the
+    provider's stable, unique id for a person (usernames and emails can change or be reused)."""
+
+    __tablename__ = "user_identities"
+    __table_args__ = (UniqueConstraint("issuer", "subject", name="uq_user_identities_iss_sub"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    user_id: Mapped[int] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"), unique=True, index=True
+    )
+    issuer: Mapped[str] = mapped_column(String(255))
+    subject: Mapped[str] = mapped_column(String(255))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    last_sign_in_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class DirectoryGroup(Base):
+    """A group as the identity provider names it (the groups claim), recorded at sign-in.
+    Kept apart from approval reviewer groups (admin-managed): a reviewer group includes the
+    members of the directory group of the same name (approvals/policies.py), and grants to
+    groups can refer to these rows later."""
+
+    __tablename__ = "directory_groups"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(255), unique=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class DirectoryGroupMember(Base):
+    """Replaced at each single sign-on of the user by what the provider says then."""
+
+    __tablename__ = "directory_group_members"
+    __table_args__ = (Index("ix_directory_group_members_user", "user_id"),)
+
+    group_id: Mapped[int] = mapped_column(
+        ForeignKey("directory_groups.id", ondelete="CASCADE"), primary_key=True
+    )
+    user_id: Mapped[int] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"), primary_key=True
+    )
+    added_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 from podstack.errors import Conflict, NotFound, PermissionDenied, Unauthenticated, ValidationFailed
 from podstack.server.audit import service as audit
 from podstack.server.auth import token_cache
-from podstack.server.auth.models import ApiToken, User
+from podstack.server.auth.models import SERVICE_KIND, ApiToken, User
 from podstack.server.auth.principal import ROLES, Principal
 from podstack.server.db.base import as_utc, utcnow
 
@@ -198,8 +198,19 @@ def set_disabled(session: Session, actor: str, username: str, disabled: bool) ->
     return user
 
 
+def _refuse_service_account_password(user: User) -> None:
+    # Service accounts (auth/service_accounts.py) authenticate with API tokens only.
+    if user.kind == SERVICE_KIND:
+        raise ValidationFailed(
+            f"{user.username!r} is a service account: service accounts authenticate with API "
+            "tokens only and cannot have a password.",
+            {"field": "password", "username": user.username},
+        )
+
+
 def set_password(session: Session, actor: str, username: str, password: str) -> User:
     user = get_user(session, username)
+    _refuse_service_account_password(user)
     user.password_hash = hash_password(password)
     end_browser_sessions(user)
     audit.record(session, actor, "user.set_password", "user", username)
@@ -430,6 +441,15 @@ def issue_token(
                 {"field": "username"},
             )
         username = principal.username
+    if principal.user_id is not None:
+        caller = session.get(User, principal.user_id)
+        if caller is not None and caller.kind == SERVICE_KIND:
+            # A leaked token must not be able to outlive its revocation by minting others.
+            raise PermissionDenied(
+                f"{principal.username!r} is a service account: only an admin can create its "
+                "tokens (`podstack service-accounts token`).",
+                {"username": principal.username},
+            )
     if username != principal.username and not principal.has_role("admin"):
         raise PermissionDenied(
             f"Only admins can create tokens for other users; you ({principal.username}) "

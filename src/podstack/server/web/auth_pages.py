@@ -1,4 +1,4 @@
-"""Sign in / sign out and the API tokens page."""
+"""Sign in / sign out (password, API token, or single sign-on) and the API tokens page."""
 
 from __future__ import annotations
 
@@ -7,8 +7,9 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
-from podstack.errors import PodstackError, Unauthenticated
+from podstack.errors import NotFound, PodstackError, Unauthenticated
 from podstack.schemas.auth import TokenOut
+from podstack.server.auth import oidc, service_accounts
 from podstack.server.auth import service as auth_service
 from podstack.server.auth.models import User
 from podstack.server.deps import (
@@ -39,11 +40,13 @@ def _login_page(
     request: Request, *, next_url: str, username: str = "", error: str | None = None, status: int
 ) -> HTMLResponse:
     ctx = base_context(request, None)
+    config = oidc.config_of(request.app.state.settings)
     ctx.update(
         next=next_url,
         username=username,
         errors={"_form": error} if error else {},
         flashes=pop_flashes(request),
+        sso_name=config.provider_name if config else None,
     )
     return HTMLResponse(render_template("auth/login.html", **ctx), status_code=status)
 
@@ -78,7 +81,10 @@ def _sign_in(request: Request, username: str, secret: str) -> tuple[int, int, in
                 if exc.message != "Invalid API token.":
                     failure = exc
         if principal is not None:
-            if principal.scope:
+            refusal = service_accounts.browser_refusal(s, principal.user_id)
+            if refusal is not None:
+                failure = refusal
+            elif principal.scope:
                 failure = Unauthenticated(
                     "This token is limited to a single run and cannot sign in to the web UI."
                 )
@@ -136,6 +142,63 @@ def login_submit(
         )
     # A fresh session (and CSRF token) on every sign-in.
     start_session(request, user_id, generation, token_id)
+    csrf_token(request)
+    return RedirectResponse(target, status_code=303)
+
+
+# ---------------------------------------------------------------- single sign-on (OIDC)
+
+_PENDING_KEY = "oidc_pending"
+
+
+def _callback_url(request: Request) -> str:
+    public = request.app.state.settings.public_url
+    base = public.rstrip("/") if public else str(request.base_url).rstrip("/")
+    return base + oidc.CALLBACK_PATH
+
+
+def _sso_client(request: Request) -> oidc.OidcClient:
+    client = oidc.client_for(request.app.state)
+    if client is None:
+        raise NotFound(
+            "Single sign-on is not configured on this server; sign in with a username and "
+            "password or an API token (admins: see PODSTACK_OIDC_ISSUER in the README).",
+            {"reason": "oidc_off"},
+        )
+    return client
+
+
+@router.get("/login/oidc")
+def sso_start(request: Request, next: str = "") -> Response:
+    """Sends the browser to the identity provider; what comes back is checked against what
+    is remembered here, in this browser's signed session (state, nonce, PKCE verifier)."""
+    target = safe_next(next)
+    try:
+        url, pending = _sso_client(request).begin(_callback_url(request), target)
+    except PodstackError as exc:
+        return _login_page(request, next_url=target, error=exc.message, status=exc.status)
+    request.session[_PENDING_KEY] = pending.to_dict()
+    return RedirectResponse(url, status_code=303, headers={"Cache-Control": "no-store"})
+
+
+@router.get(oidc.CALLBACK_PATH)
+def sso_callback(request: Request) -> Response:
+    # One use: whatever happens next, this sign-in attempt is over.
+    pending = oidc.Pending.from_dict(request.session.pop(_PENDING_KEY, None))
+    target = pending.next_url if pending else "/"
+    try:
+        client = _sso_client(request)
+        claims = client.finish(pending, dict(request.query_params))
+        with request.app.state.db.session() as s:
+            user = oidc.sign_in(s, client.config, claims)
+            user_id, generation = user.id, user.session_generation
+            s.flush()
+            s.refresh(user)
+            generation = user.session_generation
+    except PodstackError as exc:
+        # No session is created; the login page says what went wrong.
+        return _login_page(request, next_url=target, error=exc.message, status=exc.status)
+    start_session(request, user_id, generation)
     csrf_token(request)
     return RedirectResponse(target, status_code=303)
 
