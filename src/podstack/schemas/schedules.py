@@ -156,6 +156,89 @@ class KubernetesExecutor(Input):
     service_account: Annotated[str, StringConstraints(min_length=1, max_length=253)] | None = None
 
 
+# A Ray job's files come from a URI the cluster fetches itself (a zip over https, a bucket):
+# a local path would be read and uploaded by the *server* (Ray's client packages it), which
+# would let an editor ship any server file (its database, its keys) to the cluster.
+RAY_REMOTE_URI_SCHEMES = ("https", "http", "s3", "gs", "az", "abfss")
+RayUri = Annotated[str, StringConstraints(min_length=1, max_length=4096)]
+GpuType = Annotated[
+    str, StringConstraints(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+]
+
+
+def _remote_uri(v: str, what: str) -> str:
+    from urllib.parse import urlsplit
+
+    if urlsplit(v).scheme not in RAY_REMOTE_URI_SCHEMES:
+        raise ValueError(
+            f"{what} must be a URI the Ray cluster downloads itself ("
+            + ", ".join(f"{s}://" for s in RAY_REMOTE_URI_SCHEMES)
+            + "), e.g. https://example.com/train.zip; a path on the Podstack server is not "
+            "uploaded (that would expose server files)"
+        )
+    return v
+
+
+class RayRuntimeEnv(Input):
+    """The subset of Ray's ``runtime_env`` a schedule may set (no local paths: see above)."""
+
+    working_dir: RayUri | None = None
+    py_modules: list[RayUri] = Field(default_factory=list, max_length=50)
+    pip: list[Annotated[str, StringConstraints(min_length=1, max_length=1000)]] = Field(
+        default_factory=list, max_length=200
+    )
+    env_vars: dict[EnvName, EnvValue] = Field(default_factory=dict, max_length=200)
+
+    @field_validator("working_dir")
+    @classmethod
+    def _working_dir(cls, v: str | None) -> str | None:
+        return v if v is None else _remote_uri(v, "working_dir")
+
+    @field_validator("py_modules")
+    @classmethod
+    def _py_modules(cls, v: list[str]) -> list[str]:
+        return [_remote_uri(u, "each py_modules entry") for u in v]
+
+
+class RayExecutor(Input):
+    """Submits a Ray job (Job Submission API) running ``entrypoint`` on the cluster whose
+    dashboard / job server is at ``address``."""
+
+    type: Literal["ray"]
+    address: Annotated[str, StringConstraints(min_length=1, max_length=2048)] = Field(
+        description="The Ray dashboard (job server) URL, e.g. http://ray-head:8265."
+    )
+    entrypoint: Command
+    runtime_env: RayRuntimeEnv = Field(default_factory=RayRuntimeEnv)
+    num_cpus: float | None = Field(default=None, gt=0, le=1024)
+    num_gpus: float | None = Field(default=None, ge=0, le=64)
+    gpu_type: GpuType | None = Field(
+        default=None,
+        description="Ray accelerator type (A100, T4, …): the job needs a node with resource "
+        "accelerator_type:<gpu_type>.",
+    )
+
+    @field_validator("address")
+    @classmethod
+    def _http_url(cls, v: str) -> str:
+        from urllib.parse import urlsplit
+
+        parts = urlsplit(v)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(
+                "address must be the Ray dashboard's http:// or https:// URL, e.g. "
+                "http://ray-head:8265 (not ray:// nor host:port)"
+            )
+        return v
+
+    @field_validator("entrypoint")
+    @classmethod
+    def _program(cls, v: list[str]) -> list[str]:
+        if not v[0].strip():
+            raise ValueError("the first argument (the program to run) must not be empty")
+        return v
+
+
 def _executor_tag(v: Any) -> str:
     # {"command": [...]} alone means the local executor, the default.
     if isinstance(v, dict):
@@ -166,11 +249,12 @@ def _executor_tag(v: Any) -> str:
 ExecutorConfig = Annotated[
     Annotated[LocalExecutor, Tag("local")]
     | Annotated[WebhookExecutor, Tag("webhook")]
-    | Annotated[KubernetesExecutor, Tag("kubernetes")],
+    | Annotated[KubernetesExecutor, Tag("kubernetes")]
+    | Annotated[RayExecutor, Tag("ray")],
     Discriminator(
         _executor_tag,
         custom_error_type="executor_type",
-        custom_error_message="executor type must be one of: local, webhook, kubernetes",
+        custom_error_message="executor type must be one of: local, webhook, kubernetes, ray",
     ),
 ]
 

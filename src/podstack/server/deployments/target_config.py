@@ -16,6 +16,7 @@ from podstack.server.audit import service as audit
 from podstack.server.config import Settings
 from podstack.server.db.base import utcnow
 from podstack.server.deployments import repository as repo
+from podstack.server.deployments import target_kinds
 from podstack.server.deployments import targets as tg
 from podstack.server.deployments.models import Deployment, DeploymentTarget
 
@@ -47,11 +48,11 @@ def get_target(s: Session, name: str | None, settings: Settings, store: BlobStor
             f"Unknown deployment target {name!r}. Configured targets: {', '.join(names)}.",
             {"target": name, "available": names},
         )
-    return tg.build(row.name, row.kind, row.config or {}, settings, store)
+    return target_kinds.build(row.name, row.kind, row.config or {}, settings, store)
 
 
 def target_view(row: DeploymentTarget, settings: Settings, store: BlobStore) -> sch.Target:
-    t = tg.build(row.name, row.kind, row.config or {}, settings, store)
+    t = target_kinds.build(row.name, row.kind, row.config or {}, settings, store)
     return sch.Target(
         name=row.name,
         kind=row.kind,
@@ -79,7 +80,7 @@ def put_target(
         )
     if name == tg.LOCAL and body.kind != tg.LOCAL:
         raise ValidationFailed("The built-in 'local' target must keep kind 'local'.")
-    tg.build(name, body.kind, body.config, settings, store)  # unknown kind -> 422
+    target_kinds.build(name, body.kind, body.config, settings, store)  # unknown kind -> 422
     if body.is_default:
         for other in repo.list_targets(s):
             if other.name != name:

@@ -17,7 +17,8 @@ from podstack.server.config import Settings
 
 LOCAL = "local"
 KUBERNETES = "kubernetes"
-KINDS = (LOCAL, KUBERNETES)
+RAY = "ray"
+KINDS = (LOCAL, KUBERNETES, RAY)
 MAX_REPLICAS = 100
 
 
@@ -191,19 +192,3 @@ def combine(problems: list[ValidationFailed]) -> ValidationFailed:
 
 def work_dir(settings: Settings) -> Path:
     return Path(settings.home) / "deployments"
-
-
-def build(
-    name: str, kind: str, config: dict[str, Any], settings: Settings, store: BlobStore
-) -> Target:
-    if kind == LOCAL:
-        from podstack.server.deployments.local import LocalTarget
-
-        return LocalTarget(name, config, settings, store)
-    if kind == KUBERNETES:
-        from podstack.server.deployments.kubernetes import KubernetesTarget
-
-        return KubernetesTarget(name, config, settings, store)
-    raise ValidationFailed(
-        f"Unknown target kind {kind!r}; use one of {', '.join(KINDS)}.", {"kind": kind}
-    )

@@ -20,7 +20,6 @@ from sqlalchemy.orm import Session
 from podstack.errors import Conflict, NotFound, PodstackError
 from podstack.schemas import schedules as sch
 from podstack.schemas import tracking as tsch
-from podstack.server.artifacts import repository as artifacts_repo
 from podstack.server.artifacts import service as artifacts
 from podstack.server.artifacts.store import StoredBlob
 from podstack.server.audit import service as audit
@@ -384,24 +383,8 @@ def finish(
 
 
 def _attach_log(s: Session, run_id: str, blob: StoredBlob) -> None:
-    try:
-        artifacts.record_upload(s, SYSTEM_USER, run_id, LOG_ARTIFACT, blob)
-    except Conflict:
-        # The job ended its run itself (artifacts may only be logged to running runs), or
-        # logged a directory at that path. The log is the scheduler's record, so it is
-        # attached anyway; a clash with the job's own files leaves the tail only.
-        if artifacts_repo.first_under(s, run_id, LOG_ARTIFACT) is not None:
-            return
-        artifacts_repo.upsert_file(s, run_id, LOG_ARTIFACT, blob.size, blob.sha256)
-        audit.record(
-            s,
-            SYSTEM_USER,
-            "artifact.create",
-            "run",
-            run_id,
-            None,
-            {"path": LOG_ARTIFACT, "size": blob.size, "sha256": blob.sha256},
-        )
+    # A clash with a directory the job logged at that path leaves the tail only.
+    artifacts.attach_system_file(s, SYSTEM_USER, run_id, LOG_ARTIFACT, blob)
 
 
 def _event_payload(ex: ScheduleExecution, schedule_name: str | None) -> dict[str, Any]:

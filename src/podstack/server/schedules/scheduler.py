@@ -35,6 +35,7 @@ from podstack.server.schedules import repository as repo
 from podstack.server.schedules.executors.base import ExecutorError, Outcome
 from podstack.server.schedules.executors.kubernetes import ApiFactory, KubernetesExecutor
 from podstack.server.schedules.executors.local import LocalExecutor, read_tail
+from podstack.server.schedules.executors.ray import RayExecutor
 from podstack.server.schedules.executors.webhook import WebhookExecutor
 
 log = logging.getLogger("podstack.scheduler")
@@ -130,6 +131,7 @@ class Scheduler:
             gpu_types=settings.kubernetes_gpu_types,
             api_factory=kubernetes_api,
         )
+        self.ray = RayExecutor(allow=egress.allow_list(settings))
         self._wake = threading.Event()
         self._tick_lock = threading.Lock()
 
@@ -234,6 +236,8 @@ class Scheduler:
                 external = self.webhook.start(job)
             elif kind == "kubernetes":
                 external = self.kubernetes.start(job)
+            elif kind == "ray":
+                external = self.ray.start(job)
             else:
                 raise ExecutorError(f"Unknown executor {kind!r}.")
         except ExecutorError as exc:
@@ -343,6 +347,8 @@ class Scheduler:
                                 ExecutionStatus.TIMED_OUT.value,
                                 message=f"Timed out: Job {external} was deleted.",
                             )
+                elif kind == "ray" and external:
+                    outcome = self.ray.check(external, executor, cancel=cancel, overdue=overdue)
                 elif kind == "webhook":
                     if cancel:
                         outcome = Outcome(

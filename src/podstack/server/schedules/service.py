@@ -102,6 +102,11 @@ def _validate_executor(
         # private, link-local or metadata address unless allow-listed) apply here and again
         # at every send.
         egress.validate_url(model.url, settings, what="Webhook executor URL", field="executor.url")
+    if model.type == "ray":
+        # The egress rules, then a live Ray job server at the address (clear 422 otherwise).
+        from podstack.server.schedules.executors import ray as ray_executor
+
+        ray_executor.validate(model.address, settings)
     if model.type == "local" and not principal.has_role(LOCAL_EXECUTOR_ROLE):
         raise PermissionDenied(
             "Schedules with the local executor run commands on the server host, so only admins "
