@@ -4,6 +4,10 @@ Grammar (one condition per gate)::
 
     <metric> <op> <number>        accuracy >= 0.9
     <metric> <op> production      f1 > production     (beat the current Production version)
+    signed_by <key>               signed_by server    (a valid signature by that key)
+
+``<key>`` is ``server`` (any key the server signed with) or a key id ``sha256:<64 hex>``
+(``podstack signing-keys`` lists them; a policy may only name keys the server knows).
 
 ``op`` is one of ``>= > <= < == !=``. A metric name is letters, digits and ``_ - . / :``, or
 any text in backticks (`` `val loss` <= 0.3``). A version's metrics are its validation
@@ -21,6 +25,7 @@ import math
 import operator
 import re
 from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 
 from podstack.errors import ValidationFailed
@@ -34,6 +39,9 @@ OPS: dict[str, Callable[[float, float], bool]] = {
     "!=": operator.ne,
 }
 PRODUCTION = "production"
+SIGNED_BY = "signed_by"
+_SIGNED_RE = re.compile(r"^\s*signed_by\s+(?P<key>\S+)\s*$")
+_KEY_RE = re.compile(r"^(server|sha256:[0-9a-f]{64})$")
 MAX_GATES = 50
 _METRIC = r"`(?P<quoted>[^`]{1,250})`|(?P<bare>[A-Za-z0-9_\-./:]{1,250})"
 _GATE_RE = re.compile(rf"^\s*(?:{_METRIC})\s*(?P<op>>=|<=|==|!=|>|<)\s*(?P<rhs>[^<>=!\s].*?)\s*$")
@@ -51,13 +59,17 @@ class Gate:
     op: str
     # None: compare with the current Production version's value of the same metric.
     threshold: float | None
+    # A signature gate: the key that must have signed (``server`` or ``sha256:…``).
+    signer: str | None = None
 
     @property
     def against_production(self) -> bool:
-        return self.threshold is None
+        return self.threshold is None and self.signer is None
 
     @property
     def expression(self) -> str:
+        if self.signer is not None:
+            return f"{SIGNED_BY} {self.signer}"
         name = (
             self.metric if re.fullmatch(r"[A-Za-z0-9_\-./:]+", self.metric) else f"`{self.metric}`"
         )
@@ -108,6 +120,12 @@ def _invalid(expr: str, problem: str, index: int | None) -> ValidationFailed:
 def parse(expr: str, index: int | None = None) -> Gate:
     if not isinstance(expr, str) or not expr.strip():
         raise _invalid(str(expr), "it is empty", index)
+    signed = _SIGNED_RE.match(expr)
+    if signed is not None:
+        key = signed.group("key")
+        if not _KEY_RE.match(key):
+            raise _invalid(expr, "the key is neither 'server' nor a key id sha256:<64 hex>", index)
+        return Gate(SIGNED_BY, SIGNED_BY, None, key)
     m = _GATE_RE.match(expr)
     if m is None:
         if not re.search(r"(>=|<=|==|!=|>|<)", expr):
@@ -162,10 +180,26 @@ def evaluate(
     gate: Gate,
     metrics: Mapping[str, float],
     production: tuple[int, Mapping[str, float]] | None,
+    signed: AbstractSet[str] = frozenset(),
 ) -> GateResult:
     """``metrics``: the candidate's; ``production``: (version, metrics) of the current
-    Production version other than the candidate, or None."""
+    Production version other than the candidate, or None; ``signed``: the keys with a valid
+    signature on the candidate (``server`` among them for a server signature)."""
     expr = gate.expression
+    if gate.signer is not None:
+        ok = gate.signer in signed
+        who = "the server" if gate.signer == "server" else f"key {gate.signer}"
+        return GateResult(
+            expr,
+            SIGNED_BY,
+            ok,
+            None,
+            None,
+            f"The version has a valid signature by {who}."
+            if ok
+            else f"The version has no valid signature by {who}; sign it with "
+            "`podstack models sign` (or client.sign_model_version) using that key.",
+        )
     value = metrics.get(gate.metric)
     if value is None:
         return GateResult(
@@ -245,5 +279,6 @@ def evaluate_all(
     exprs: Sequence[str],
     metrics: Mapping[str, float],
     production: tuple[int, Mapping[str, float]] | None,
+    signed: AbstractSet[str] = frozenset(),
 ) -> list[GateResult]:
-    return [evaluate(parse(e, i), metrics, production) for i, e in enumerate(exprs)]
+    return [evaluate(parse(e, i), metrics, production, signed) for i, e in enumerate(exprs)]

@@ -33,6 +33,7 @@ from podstack.server.audit import service as audit
 from podstack.server.db.base import new_id, utcnow
 from podstack.server.events import service as events
 from podstack.server.notifications import service as notifications
+from podstack.server.provenance import service as provenance
 from podstack.server.registry import lookup
 from podstack.server.registry.hooks import AliasProposal, Interception, TransitionProposal
 from podstack.server.registry.models import ModelVersion, RegisteredModel
@@ -166,6 +167,7 @@ def _passing_gates(
         gates_of(kind, action, policy.gates),
         versions.version_metrics(s, mv, actor),
         versions.production_metrics(s, mv, actor),
+        provenance.valid_signers(s, mv),
     )
     failing = [r for r in results if not r.passed]
     if failing:
@@ -340,7 +342,8 @@ def alias_gate(s: Session, p: AliasProposal) -> None:
     ``alias`` request (raising ``ApprovalPending``) when the policy gates the alias, or when a
     production endpoint follows it and the new version is neither in Production nor approved
     for that endpoint."""
-    from podstack.server.deployments import repository as dep_repo
+    # Imported here: deployments build on approvals (their production changes open requests).
+    from podstack.server.deployments import governance as deployments
 
     m = lookup.get_model(s, p.model_name)
     policy = policies.effective_policy(s, m)
@@ -349,7 +352,7 @@ def alias_gate(s: Session, p: AliasProposal) -> None:
     mv: ModelVersion | None = None
     if p.version is not None:
         _, mv = lookup.get_version(s, m.name, p.version)
-        for d in dep_repo.following(s, m.id, p.alias):
+        for d in deployments.following_alias(s, m.id, p.alias):
             if d.production and mv.stage != PRODUCTION and approved_for(s, d.name, mv.id) is None:
                 endpoints.append(d.name)
     elif p.previous_version is not None:
@@ -359,7 +362,7 @@ def alias_gate(s: Session, p: AliasProposal) -> None:
     if p.version is not None:
         # Every endpoint following the alias rolls with it: each may then serve the approved
         # version (reviewers see them listed on the request).
-        endpoints = sorted(d.name for d in dep_repo.following(s, m.id, p.alias))
+        endpoints = sorted(d.name for d in deployments.following_alias(s, m.id, p.alias))
     raise request_change(
         s,
         p.actor,

@@ -2,7 +2,8 @@
 
 A model's own policy replaces the default for that model entirely (no merging), so what
 applies is always one readable document. Who may approve: the designated users plus the
-current members of the designated groups; with nobody designated, the admins.
+current members of the designated groups (including, with single sign-on, the members of
+the identity provider's group of the same name); with nobody designated, the admins.
 """
 
 from __future__ import annotations
@@ -26,8 +27,10 @@ from podstack.server.approvals.models import (
     ReviewerGroupMember,
 )
 from podstack.server.audit import service as audit
+from podstack.server.auth import groups as directory_groups
 from podstack.server.auth import service as auth_service
 from podstack.server.db.base import utcnow
+from podstack.server.provenance import service as provenance
 from podstack.server.registry import service as registry
 from podstack.server.registry.models import RegisteredModel
 
@@ -59,7 +62,20 @@ def list_groups(s: Session) -> list[ReviewerGroup]:
 
 
 def members(s: Session, groups: Sequence[ReviewerGroup]) -> dict[int, list[str]]:
-    return repo.members_of(s, [g.id for g in groups])
+    """Each group's members: those added here plus, with single sign-on, the members of the
+    identity provider's group of the same name (``_directory_members``)."""
+    explicit = repo.members_of(s, [g.id for g in groups])
+    directory = _directory_members(s, groups, active_only=False)
+    return {g.id: sorted(set(explicit[g.id]) | set(directory[g.name])) for g in groups}
+
+
+def _directory_members(
+    s: Session, groups: Sequence[ReviewerGroup], *, active_only: bool
+) -> dict[str, list[str]]:
+    """The one rule tying reviewer groups to the company directory: a reviewer group counts
+    the users whom the identity provider put in the group of the same name at their last
+    sign-in (auth/groups.py). Membership there changes at the provider, not here."""
+    return directory_groups.members_by_group(s, [g.name for g in groups], active_only=active_only)
 
 
 def create_group(
@@ -121,6 +137,12 @@ def remove_member(s: Session, actor: str, name: str, username: str) -> ReviewerG
     g = get_group(s, name)
     user = auth_service.get_user(s, username)
     if not repo.delete_membership(s, g.id, user.id):
+        if username in _directory_members(s, [g], active_only=False)[g.name]:
+            raise Conflict(
+                f"{username!r} is in group {name!r} through the identity provider's group of "
+                "the same name; remove them there (it takes effect at their next sign-in).",
+                {"group": name, "user": username, "source": "directory"},
+            )
         raise NotFound(
             f"{username!r} is not a member of group {name!r}.", {"group": name, "user": username}
         )
@@ -151,6 +173,8 @@ def eligible_reviewers(s: Session, users: Sequence[str], groups: Sequence[str]) 
     found_groups = repo.groups_by_name(s, groups)
     by_id = repo.members_of(s, [g.id for g in found_groups.values()], active_only=True)
     for m in by_id.values():
+        names.update(m)
+    for m in _directory_members(s, list(found_groups.values()), active_only=True).values():
         names.update(m)
     direct = repo.users_by_name(s, users)
     names.update(n for n, u in direct.items() if not u.disabled)
@@ -259,6 +283,15 @@ def _validated(s: Session, body: sch.ApprovalPolicyIn) -> dict[str, object]:
                 {"field": "required_approvals", "required": n, "reviewers": m},
             )
     parsed = gate_rules.parse_all(body.gates)
+    for i, g in enumerate(parsed):
+        # A gate naming a key the server has never seen could never pass: refuse it now.
+        if g.signer not in (None, "server") and not provenance.known_key(s, g.signer):
+            raise ValidationFailed(
+                f"Gate {g.expression!r} names a key the server does not know. Known keys: "
+                "`podstack signing-keys`; a user key becomes known when a signature made with "
+                "it is attached (`podstack models sign`).",
+                {"field": "gates", "gate": g.expression, "index": i},
+            )
     aliases: list[str] = []
     for a in body.gated_aliases:
         try:

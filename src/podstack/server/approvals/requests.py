@@ -26,6 +26,7 @@ from podstack.server.db.base import utcnow
 from podstack.server.events import service as events
 from podstack.server.notifications import service as notifications
 from podstack.server.pagination import clamp_limit, decode_token, page_of
+from podstack.server.provenance import service as provenance
 from podstack.server.registry.models import ModelVersion
 
 SYSTEM = "system"
@@ -138,6 +139,7 @@ def evaluate(s: Session, req: ApprovalRequest) -> Check:
         gates_of(req.kind, req.action, req.gates),
         versions.version_metrics(s, mv, req.requester),
         versions.production_metrics(s, mv, req.requester),
+        provenance.valid_signers(s, mv),
     )
     failing = [r for r in results if not r.passed]
     if failing:

@@ -24,6 +24,12 @@ from podstack.server.registry import service as registry
 from podstack.server.registry.models import ModelVersion, RegisteredModel
 
 
+def following_alias(s: Session, model_id: int, alias: str) -> list[Deployment]:
+    """The deployments that follow ``alias`` of the model: an approval asked for that alias
+    names the production endpoints among them."""
+    return list(repo.following(s, model_id, alias))
+
+
 def _guard_delete(s: Session, m: RegisteredModel, versions: list[ModelVersion]) -> None:
     """Refuses deleting a version (or a model with versions) that a deployment serves or is
     rolling out to; a deployment is removed or moved first."""

@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 from podstack.errors import PodstackError, ValidationFailed
 from podstack.schemas import registry as rsch
 from podstack.server.artifacts.store import BlobStore
+from podstack.server.provenance import service as provenance
 from podstack.server.registry import service as registry
 from podstack.server.registry import stages
 from podstack.server.registry import views as registry_views
@@ -84,6 +85,8 @@ def version_page(ctx: ViewerPage, name: str, version: str, tab: str = "overview"
         occupants = _stage_occupants(s, v)
         _, transitions = stages.stage_history(s, name, v.version)
         history = registry_views.transition_views(registry.get_model(s, name), transitions)
+        # Who signed, with which key, and whether it still verifies (checked now).
+        extra["signatures"] = provenance.check_version(s, name, v.version).signatures
         if tab == "metrics":
             extra.update(_metrics_tab(s, v))
         if tab == "lineage":
@@ -292,6 +295,24 @@ def _zip_stream(store: BlobStore, files: list[tuple[str, str]]) -> Iterator[byte
     yield sink.drain()
 
 
+# Single files at least this large are fetched by the browser straight from the object store.
+PRESIGNED_DOWNLOAD_MIN_BYTES = 32 * 1024 * 1024
+
+
+def presigned_download(ctx: Any, file: tuple[str, str], size: int) -> str | None:
+    """A short-lived presigned GET for one large file on the S3 store, so its bytes skip the
+    server; None to stream it (local store, proxied mode, or a small file)."""
+    store = ctx.state.store
+    if (
+        size < PRESIGNED_DOWNLOAD_MIN_BYTES
+        or ctx.settings.artifacts_proxy
+        or not hasattr(store, "presigned_get")
+    ):
+        return None
+    name = file[0].rsplit("/", 1)[-1]
+    return str(store.presigned_get(file[1], name, ctx.settings.artifacts_presign_seconds))
+
+
 @router.get(V + "/download")
 def download(
     ctx: ViewerPage,
@@ -308,8 +329,11 @@ def download(
             wanted = set(path)
             rows = [registry.version_file(s, name, version, p) for p in sorted(wanted)]
         files = [(r.path, r.sha256) for r in rows]
+        sizes = [r.size for r in rows]
     if not files:
         raise ValidationFailed("This version has no files to download.", {})
+    if len(files) == 1 and path and (url := presigned_download(ctx, files[0], sizes[0])):
+        return RedirectResponse(url, status_code=303)
     if len(files) == 1 and path:
         api = f"/api/v1/registered-models/{quote(name, safe='')}/versions/{number}/files/"
         return RedirectResponse(api + quote(files[0][0], safe="/"), status_code=303)
