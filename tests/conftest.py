@@ -30,6 +30,9 @@ from podstack.server.db import migrate
 from podstack.server.db.models_registry import metadata
 from podstack.server.db.session import Database
 
+# A real S3 server (SeaweedFS) for the object-store tests: the `s3_server` fixture.
+pytest_plugins = ["tests.s3_server"]
+
 ADMIN_TOKEN = "pst_test-admin-token-0123456789abcdef"
 PG_ADMIN_URL = os.environ.get(
     "PODSTACK_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
@@ -45,16 +48,36 @@ def pytest_report_header(config: pytest.Config) -> str:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Tests marked ``postgres_only`` (replica races, SKIP LOCKED, outages) belong to the
-    PostgreSQL pass of ``make test``; the SQLite pass deselects them instead of skipping."""
-    if current_db_kind() == "postgresql":
-        return
+    """Each test runs in the database pass where it checks something: ``postgres_only`` tests
+    (replica races, SKIP LOCKED, outages) in the PostgreSQL pass, ``one_db`` tests (the
+    database plays no part in what they check: browser flows, the CLI, the model server, the
+    S3 store, the MLflow client) in the SQLite pass only. The other pass deselects them; it
+    never skips them."""
+    marker = "one_db" if current_db_kind() == "postgresql" else "postgres_only"
     keep, drop = [], []
     for item in items:
-        (drop if item.get_closest_marker("postgres_only") else keep).append(item)
+        _mark_one_db_by_directory(item)
+        (drop if item.get_closest_marker(marker) else keep).append(item)
     if drop:
         config.hook.pytest_deselected(items=drop)
         items[:] = keep
+
+
+# Whole directories whose tests check something other than the database (the browser and the
+# UI's pages, the CLI's parsing and output, the model server, the SDK's client side): the
+# services they reach are tested on both databases under tests/server and tests/reliability.
+# The files listed
+# stay on both because the database is part of what they exercise (a server killed mid-write,
+# `podstack server` against each kind of URL).
+_ONE_DB_DIRS = ("browser/", "cli/", "serving/", "sdk/", "benchmarks/", "server/web/")
+_BOTH_DB_FILES = ("tests/sdk/test_fault_tolerance.py", "tests/cli/test_server_cmd.py")
+
+
+def _mark_one_db_by_directory(item: pytest.Item) -> None:
+    rel = Path(str(item.path)).resolve().relative_to(Path(__file__).resolve().parent.parent)
+    inside = rel.as_posix().removeprefix("tests/")
+    if inside.startswith(_ONE_DB_DIRS) and rel.as_posix() not in _BOTH_DB_FILES:
+        item.add_marker(pytest.mark.one_db)
 
 
 def current_db_kind() -> str:

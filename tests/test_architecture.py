@@ -157,31 +157,6 @@ def test_cycle_finder_finds_a_circle() -> None:
 SERVER_DIR = Path(podstack.server.__file__).parent
 SERVER = "podstack.server"
 
-# Imports of another capability's repository that are still to be replaced by a call to the
-# owning service (issue 15, item 5), as (importing module or package, imported repository);
-# a package entry covers every module in it. Each entry is a known debt, not a licence: the
-# test below fails when one is no longer needed, so the list only shrinks. Add nothing to it.
-REPOSITORY_IMPORTS_LEFT = {
-    # Needs a deployments service function listing the deployments that follow an alias
-    # (deployments/ is another work stream's).
-    (f"{SERVER}.approvals.opening", f"{SERVER}.deployments.repository"),
-    # Deployments read registry rows directly; the registry service has the lookups
-    # (registry.service: get_model, get_version, version_files, models_by_ids, ...).
-    (f"{SERVER}.deployments", f"{SERVER}.registry.repository"),
-    # A schedule execution looks up run artifacts; the artifacts service should expose it.
-    (f"{SERVER}.schedules", f"{SERVER}.artifacts.repository"),
-    # The deploy page queries registry files itself; the registry service has them.
-    (f"{SERVER}.web.deployments", f"{SERVER}.registry.repository"),
-}
-
-
-def _left(module: str, repository: str) -> tuple[str, str] | None:
-    """The REPOSITORY_IMPORTS_LEFT entry covering this import, if any."""
-    for where, repo in REPOSITORY_IMPORTS_LEFT:
-        if repo == repository and (module == where or module.startswith(where + ".")):
-            return where, repo
-    return None
-
 
 def _server_modules() -> dict[str, Path]:
     out: dict[str, Path] = {}
@@ -232,7 +207,7 @@ def _repository_imports() -> set[tuple[str, str]]:
 
 
 def test_no_capability_imports_another_capabilitys_repository() -> None:
-    new = sorted((m, r) for m, r in _repository_imports() if _left(m, r) is None)
+    new = sorted(_repository_imports())
     assert not new, "go through the owning capability's service instead:\n" + "\n".join(
         f"{module} imports {repo}" for module, repo in new
     )
@@ -240,18 +215,9 @@ def test_no_capability_imports_another_capabilitys_repository() -> None:
 
 def test_web_imports_no_repository() -> None:
     found = {(m, r) for m, r in _repository_imports() if m.startswith(f"{SERVER}.web.")}
-    new = sorted((m, r) for m, r in found if _left(m, r) is None)
+    new = sorted(found)
     assert not new, "web/ calls services only:\n" + "\n".join(
         f"{module} imports {repo}" for module, repo in new
-    )
-
-
-def test_repository_import_allow_list_has_no_stale_entry() -> None:
-    # A fixed spot leaves the list, so the list always says what is left to do.
-    used = {_left(m, r) for m, r in _repository_imports()}
-    stale = sorted(REPOSITORY_IMPORTS_LEFT - used)
-    assert not stale, "remove from REPOSITORY_IMPORTS_LEFT (fixed):\n" + "\n".join(
-        f"{module} -> {repo}" for module, repo in stale
     )
 
 
@@ -274,7 +240,3 @@ def test_repository_import_finder_sees_every_form(tmp_path: Path) -> None:
     } <= found
     assert _capability(f"{SERVER}.web.registry") == "web"
     assert _capability(f"{SERVER}.app") is None
-    # A package entry of the allow-list covers its modules, and only those.
-    assert _left(f"{SERVER}.deployments.views", f"{SERVER}.registry.repository") is not None
-    assert _left(f"{SERVER}.deployments.views", f"{SERVER}.tracking.repository") is None
-    assert _left(f"{SERVER}.deploymentsx", f"{SERVER}.registry.repository") is None

@@ -170,6 +170,16 @@ class DeploymentFailed(PodstackError):
     status = 0
 
 
+@register_error
+class SignatureInvalid(ValidationFailed):
+    """A model version's signature does not verify, or does not cover the files as they are
+    (``details.files`` names each file that differs). Raised by the SDK when it verifies a
+    download, and by the server when a deployment or a policy requires a valid signature."""
+
+    code = "SIGNATURE_INVALID"
+    status = 422
+
+
 def error_from_payload(status: int, payload: Any) -> PodstackError:
     """Rebuild the typed exception from a server error body (SDK side)."""
     if isinstance(payload, dict) and isinstance(payload.get("error"), dict):
@@ -202,6 +212,7 @@ __all__ = [
     "PermissionDenied",
     "PodstackError",
     "ServiceUnavailable",
+    "SignatureInvalid",
     "TransportError",
     "Unauthenticated",
     "ValidationFailed",

@@ -118,9 +118,13 @@ TABLE: dict[str, str] = {
     "GET /api/v1/registered-models/{name}/versions": "viewer",
     "POST /api/v1/registered-models/{name}/versions": "editor",
     "DELETE /api/v1/registered-models/{name}/versions/{version}": "editor",
+    "GET /api/v1/registered-models/{name}/versions/{version}/signatures": "viewer",
+    "POST /api/v1/registered-models/{name}/versions/{version}/signatures": "editor",
+    "GET /api/v1/signing-keys": "viewer",
     "GET /api/v1/registered-models/{name}/versions/{version}": "viewer",
     "PATCH /api/v1/registered-models/{name}/versions/{version}": "editor",
     "GET /api/v1/registered-models/{name}/versions/{version}/files": "viewer",
+    "GET /api/v1/registered-models/{name}/versions/{version}/downloads/{path:path}": "viewer",
     "GET /api/v1/registered-models/{name}/versions/{version}/files/{path:path}": "viewer",
     "GET /api/v1/registered-models/{name}/versions/{version}/lineage": "viewer",
     "POST /api/v1/registered-models/{name}/versions/{version}/metrics": "editor",
@@ -137,12 +141,18 @@ TABLE: dict[str, str] = {
     "GET /api/v1/runs/{run_id}/artifacts/{path:path}": "viewer",
     "PUT /api/v1/runs/{run_id}/artifacts/{path:path}": "editor",
     "POST /api/v1/runs/{run_id}/datasets": "editor",
+    "GET /api/v1/runs/{run_id}/downloads/{path:path}": "viewer",
     "POST /api/v1/runs/{run_id}/execution/callback": "editor",
     "POST /api/v1/runs/{run_id}/metrics": "editor",
     "GET /api/v1/runs/{run_id}/metrics/{key:path}/history": "viewer",
     "POST /api/v1/runs/{run_id}/params": "editor",
     "POST /api/v1/runs/{run_id}/tags": "editor",
     "DELETE /api/v1/runs/{run_id}/tags/{key:path}": "editor",
+    "POST /api/v1/runs/{run_id}/uploads": "editor",
+    "DELETE /api/v1/runs/{run_id}/uploads/{upload_id}": "editor",
+    "GET /api/v1/runs/{run_id}/uploads/{upload_id}": "editor",
+    "POST /api/v1/runs/{run_id}/uploads/{upload_id}/complete": "editor",
+    "POST /api/v1/runs/{run_id}/uploads/{upload_id}/parts": "editor",
     "GET /api/v1/schedule-executions/{execution_id}": "viewer",
     "POST /api/v1/schedule-executions/{execution_id}/cancel": "editor",
     "GET /api/v1/schedules": "viewer",
@@ -157,6 +167,11 @@ TABLE: dict[str, str] = {
     "GET /api/v1/tokens": "viewer",
     "POST /api/v1/tokens": "viewer",
     "DELETE /api/v1/tokens/{token_id}": "owner",
+    "GET /api/v1/service-accounts": "admin",
+    "POST /api/v1/service-accounts": "admin",
+    "GET /api/v1/service-accounts/{name}": "admin",
+    "PATCH /api/v1/service-accounts/{name}": "admin",
+    "POST /api/v1/service-accounts/{name}/tokens": "admin",
     "GET /api/v1/users": "admin",
     "POST /api/v1/users": "admin",
     "GET /api/v1/users/{username}": "admin",
@@ -181,6 +196,8 @@ TABLE: dict[str, str] = {
     "POST /admin/users/{username}/enable": "admin",
     "POST /admin/users/{username}/password": "admin",
     "POST /admin/users/{username}/role": "admin",
+    "POST /admin/service-accounts": "admin",
+    "POST /admin/service-accounts/{name}/tokens": "admin",
     "GET /approvals": "viewer",
     "POST /approvals/groups": "admin",
     "POST /approvals/groups/{name}/delete": "admin",
@@ -207,7 +224,11 @@ TABLE: dict[str, str] = {
     "POST /deployments/{name}/test": "viewer",
     "GET /experiments": "viewer",
     "GET /experiments/{ref}": "viewer",
+    "GET /experiments/{ref}/columns": "viewer",
     "GET /login": "anyone",
+    # Single sign-on: the start and the provider's callback (checked by state, not by role).
+    "GET /login/oidc": "anyone",
+    "GET /login/oidc/callback": "anyone",
     "POST /login": "anyone",
     "POST /logout": "anyone",
     "GET /models": "viewer",
@@ -230,7 +251,9 @@ TABLE: dict[str, str] = {
     "GET /notifications/bell": "viewer",
     "POST /notifications/read": "viewer",
     "GET /notifications/{notification_id}/open": "recipient",
+    "GET /runs/compare": "viewer",
     "GET /runs/{run_id}": "viewer",
+    "GET /runs/{run_id}/image/{path:path}": "viewer",
     "POST /runs/{run_id}/register": "editor",
     "GET /schedules": "viewer",
     "POST /schedules": "editor",
@@ -247,6 +270,95 @@ TABLE: dict[str, str] = {
     "POST /settings/tokens/{token_id}/revoke": "owner",
     "GET /{path:path}": "anyone",
 }
+
+# The MLflow Model Registry API (mlflow_compat/registry.py), at MLflow's REST prefix.
+_MLFLOW_REGISTRY: dict[str, str] = {
+    "POST /registered-models/create": "editor",
+    "GET /registered-models/get": "viewer",
+    "POST /registered-models/rename": "editor",
+    "PATCH /registered-models/update": "editor",
+    "DELETE /registered-models/delete": "editor",
+    "GET /registered-models/search": "viewer",
+    "POST /registered-models/set-tag": "editor",
+    "DELETE /registered-models/delete-tag": "editor",
+    "POST /registered-models/alias": "editor",
+    "DELETE /registered-models/alias": "editor",
+    "GET /registered-models/alias": "viewer",
+    "GET /registered-models/get-latest-versions": "viewer",
+    "POST /registered-models/get-latest-versions": "viewer",
+    "POST /model-versions/create": "editor",
+    "GET /model-versions/get": "viewer",
+    "PATCH /model-versions/update": "editor",
+    "DELETE /model-versions/delete": "editor",
+    "POST /model-versions/transition-stage": "editor",
+    "GET /model-versions/search": "viewer",
+    "GET /model-versions/get-download-uri": "viewer",
+    "POST /model-versions/set-tag": "editor",
+    "DELETE /model-versions/delete-tag": "editor",
+}
+for _prefix in ("/api/2.0/mlflow",):
+    for _route, _rule in _MLFLOW_REGISTRY.items():
+        _method, _path = _route.split(" ", 1)
+        TABLE[f"{_method} {_prefix}{_path}"] = _rule
+
+# The MLflow tracking API and MLflow 3 logged models (mlflow_compat/tracking.py,
+# logged_models.py); the searches are reads (POST in MLflow's API).
+_MLFLOW_TRACKING: dict[str, str] = {
+    "POST /experiments/create": "editor",
+    "GET /experiments/get": "viewer",
+    "GET /experiments/get-by-name": "viewer",
+    "POST /experiments/search": "viewer",
+    "POST /experiments/update": "editor",
+    "POST /experiments/delete": "editor",
+    "POST /experiments/restore": "editor",
+    "POST /experiments/set-experiment-tag": "editor",
+    "POST /experiments/delete-experiment-tag": "editor",
+    "POST /runs/create": "editor",
+    "GET /runs/get": "viewer",
+    "POST /runs/update": "editor",
+    "POST /runs/delete": "editor",
+    "POST /runs/restore": "editor",
+    "POST /runs/log-parameter": "editor",
+    "POST /runs/log-metric": "editor",
+    "POST /runs/set-tag": "editor",
+    "POST /runs/delete-tag": "editor",
+    "POST /runs/log-batch": "editor",
+    "POST /runs/log-inputs": "editor",
+    "POST /runs/outputs": "editor",
+    "POST /runs/search": "viewer",
+    "GET /metrics/get-history": "viewer",
+    "GET /artifacts/list": "viewer",
+    "POST /logged-models": "editor",
+    "POST /logged-models/search": "viewer",
+    "GET /logged-models/{model_id}": "viewer",
+    "PATCH /logged-models/{model_id}": "editor",
+    "DELETE /logged-models/{model_id}": "editor",
+    "GET /logged-models/{model_id}/artifacts/directories": "viewer",
+    "POST /logged-models/{model_id}/params": "editor",
+    "PATCH /logged-models/{model_id}/tags": "editor",
+    "DELETE /logged-models/{model_id}/tags/{tag_key:path}": "editor",
+}
+for _prefix in ("/api/2.0/mlflow",):
+    for _route, _rule in _MLFLOW_TRACKING.items():
+        _method, _path = _route.split(" ", 1)
+        TABLE[f"{_method} {_prefix}{_path}"] = _rule
+# MLflow's proxied artifacts, the MLflow 3 capability probe, and under each MLflow prefix the
+# catch-all that answers MLflow's ENDPOINT_NOT_FOUND (404) to anyone: nothing to refuse.
+TABLE.update(
+    {
+        "GET /api/2.0/mlflow-artifacts/artifacts": "viewer",
+        "GET /api/2.0/mlflow-artifacts/artifacts/{path:path}": "viewer",
+        "PUT /api/2.0/mlflow-artifacts/artifacts/{path:path}": "editor",
+        "GET /api/3.0/mlflow/server-info": "viewer",
+    }
+)
+for _prefix in (
+    "/api/2.0/mlflow",
+    "/api/3.0/mlflow",
+    "/api/2.0/mlflow-artifacts",
+):
+    for _method in ("GET", "POST", "PUT", "PATCH", "DELETE"):
+        TABLE[f"{_method} {_prefix}/{{path:path}}"] = "anyone"
 
 
 def _routes(app: FastAPI) -> list[tuple[str, str]]:

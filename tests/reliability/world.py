@@ -139,6 +139,8 @@ def path_for(method: str, template: str, world: World) -> str:
                     return "acl-endpoint"  # none exists: reached only past authorisation
                 if before.startswith("/models"):  # UI
                     return DOOMED if "delete" in template else MODEL
+                if before.startswith(("/service-accounts", "/admin/service-accounts")):
+                    return "acl-bot"  # none exists: reached only past authorisation
             case "version":
                 return "4" if doomed or "delete" in template else "1"
             case "ref":
@@ -168,6 +170,12 @@ def path_for(method: str, template: str, world: World) -> str:
                 return "model.bin"
             case "username":
                 return world.usernames["reviewer"]
+            case "upload_id":
+                return "upl-none"  # none exists: reached only past authorisation
+            case "model_id":  # an MLflow logged model: none exists, reached past authorisation
+                return "m-" + "0" * 32
+            case "tag_key":
+                return "team"
             case "token_id" | "webhook_id" | "delivery_id" | "execution_id" | "notification_id":
                 return ids[param]
         raise AssertionError(

@@ -6,13 +6,17 @@ import typer
 
 from podstack.cli import (
     approvals,
+    artifacts,
     backup,
     db,
     demo,
     deployments,
+    import_cmd,
+    provenance,
     registry,
     schedules,
     server,
+    service_accounts,
     tokens,
     users,
 )
@@ -30,6 +34,7 @@ app.command("server")(server.serve)
 app.add_typer(db.app, name="db")
 app.add_typer(users.app, name="users")
 app.add_typer(tokens.app, name="tokens")
+app.add_typer(service_accounts.app, name="service-accounts")
 app.add_typer(schedules.app, name="schedules")
 app.command("backup")(backup.backup)
 app.command("restore")(backup.restore)
@@ -39,9 +44,16 @@ app.add_typer(registry.models_app, name="models")
 app.add_typer(registry.versions_app, name="versions")
 app.add_typer(registry.aliases_app, name="aliases")
 app.command("download")(registry.download)
+registry.models_app.command("sign")(provenance.sign)
+registry.models_app.command("verify")(provenance.verify)
+registry.models_app.command("signature")(provenance.save_signature)
+app.command("signing-keys")(provenance.signing_keys)
+app.command("verify-store")(provenance.verify_store)
 app.command("gc")(registry.gc)
+app.add_typer(artifacts.app, name="artifacts")
 app.add_typer(approvals.app, name="approvals")
 app.add_typer(approvals.policies_app, name="policies")
 app.add_typer(approvals.groups_app, name="groups")
 app.add_typer(approvals.webhooks_app, name="webhooks")
 app.add_typer(deployments.app, name="deployments")
+app.add_typer(import_cmd.app, name="import")

@@ -454,13 +454,22 @@ def download(
         list[str] | None,
         typer.Option("--path", "-p", help="Only this file or directory of the version (repeat)."),
     ] = None,
+    no_verify: Annotated[
+        bool,
+        typer.Option(
+            "--no-verify", help="Skip the signature check (the files are still sha256-checked)."
+        ),
+    ] = False,
     url: Url = None,
     token: Token = None,
 ) -> None:
-    """Download a model version's files (sha256-verified; files already there are skipped)."""
+    """Download a model version's files: the version's signature is checked first (see
+    `podstack models verify`), then every file's sha256; files already there are skipped."""
     with open_client(url, token) as c:
         v = c.get_model_version(name, _version_arg(version))
-        out = c.download_model_version(v.model_name, v.version, dest, paths=path)
+        out = c.download_model_version(
+            v.model_name, v.version, dest, paths=path, verify=not no_verify
+        )
     n = len(v.files or []) if path is None else len(path)
     what = f"{n} file(s)" if path is None else ", ".join(path)
     console.print(
@@ -486,12 +495,12 @@ def gc(
 
     Works on the local database and store (PODSTACK_DATABASE_URL, PODSTACK_ARTIFACTS_URI).
     Dry run unless --delete."""
-    from podstack.server.artifacts.store import BlobStore
+    from podstack.server.artifacts.store_factory import open_store
     from podstack.server.config import Settings
     from podstack.server.registry import gc as gc_mod
 
     settings = Settings()
-    store = BlobStore(settings.artifacts_path)
+    store = open_store(settings)  # the local disk or the S3 bucket
     with local_database(settings) as db:
         report = gc_mod.collect(db, store, delete=delete, grace_seconds=int(grace_hours * 3600))
     mib = report.reclaimable_bytes / 1024**2
@@ -504,7 +513,8 @@ def gc(
     if report.stale_uploads:
         tmp_mib = report.stale_upload_bytes / 1024**2
         console.print(
-            f"{verb} {report.stale_uploads} abandoned upload temp file(s), {tmp_mib:.1f} MiB."
+            f"{verb} {report.stale_uploads} abandoned upload(s) (temp files, multipart uploads), "
+            f"{tmp_mib:.1f} MiB."
         )
     if verbose:
         for d in report.digests:

@@ -8,6 +8,7 @@ from podstack.client.artifacts import ArtifactsAPI
 from podstack.client.base import BaseClient
 from podstack.client.deployments import DeploymentsAPI
 from podstack.client.notifications import NotificationsAPI
+from podstack.client.provenance import ProvenanceAPI
 from podstack.client.registry import RegistryAPI
 from podstack.client.schedules import SchedulesAPI
 from podstack.client.tracking import TrackingAPI
@@ -17,6 +18,7 @@ class MLOpsClient(
     TrackingAPI,
     ArtifactsAPI,
     ApprovalsAPI,
+    ProvenanceAPI,
     RegistryAPI,
     DeploymentsAPI,
     NotificationsAPI,

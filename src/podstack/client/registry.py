@@ -310,8 +310,16 @@ class RegistryAPI(BaseClient):
                 else None
             )
             for f, target in targets:
-                api = base + "/files/" + "/".join(seg(p) for p in f.path.split("/"))
-                download_to(self, api, target, expected_sha256=f.sha256, size=f.size, progress=bars)
+                rel = "/".join(seg(p) for p in f.path.split("/"))
+                download_to(
+                    self,
+                    base + "/files/" + rel,
+                    target,
+                    expected_sha256=f.sha256,
+                    size=f.size,
+                    progress=bars,
+                    grant_path=base + "/downloads/" + rel,  # presigned URL or the route above
+                )
                 if overall is not None:
                     overall(f.size)
         return str(dest)

@@ -30,12 +30,13 @@ import podstack
 import podstack.server as server_pkg
 from podstack.schemas.common import ERROR_RESPONSES
 from podstack.server import apidocs, file_modes, health
-from podstack.server.artifacts.store import BlobStore
+from podstack.server.artifacts.store_factory import open_store
 from podstack.server.auth.token_cache import TokenCache
 from podstack.server.config import Settings
 from podstack.server.db import migrate
 from podstack.server.db.session import Database
 from podstack.server.errors import install_error_handlers
+from podstack.server.home_lock import HomeLock
 from podstack.server.idempotency.middleware import IdempotencyMiddleware
 from podstack.server.middleware import (
     BodyLimitMiddleware,
@@ -100,11 +101,21 @@ def init_state(app: FastAPI, settings: Settings) -> None:
     if settings.migrate_on_start:
         migrate.upgrade(db.engine)
     state.db = db
-    state.store = BlobStore(settings.artifacts_path)
+    # The local disk or an S3 bucket (PODSTACK_ARTIFACTS_URI); an unusable bucket stops here.
+    state.store = open_store(settings)
     # Signing secrets still stored in clear (older databases, restored backups) get encrypted.
     from podstack.server import secretbox
 
     secretbox.seal_at_start(db, settings, log)
+    # New versions are signed in their creating transaction with this key (provenance/).
+    from podstack.server.provenance import keys as signing_keys
+    from podstack.server.provenance import service as provenance
+
+    state.signing_key = signing_keys.load(settings)
+    db.info[provenance.SERVER_KEY_INFO] = state.signing_key
+    if settings.migrate_on_start or migrate.is_at_head(db.engine):
+        with db.session() as s:
+            provenance.register_server_key(s, state.signing_key)
     state.bootstrap_token = None
     if not settings.embedded:
         from podstack.server.auth import service as auth_service
@@ -166,22 +177,45 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         await _warm_up(app)
     stop = asyncio.Event()
     tasks: list[asyncio.Task[Any]] = []
+    lock = HomeLock(settings.home) if settings.background_once_per_home else None
     if settings.background_workers:
-        for mod in _capability_modules("background"):
-            tasks.append(asyncio.create_task(mod.run(app.state, stop), name=mod.__name__))
+        tasks.append(asyncio.create_task(_background(app, stop, lock), name="background"))
     try:
         yield
     finally:
         stop.set()
         for t in tasks:
             try:
-                await asyncio.wait_for(t, timeout=10)
+                await asyncio.wait_for(t, timeout=15)
             except (TimeoutError, asyncio.CancelledError):
                 t.cancel()
             except Exception:
                 log.exception("background task %s failed during shutdown", t.get_name())
+        if lock is not None:
+            lock.release()
         app.state.db.dispose()
         app.state.db = None
+
+
+async def _background(app: FastAPI, stop: asyncio.Event, lock: HomeLock | None) -> None:
+    """Runs every capability's loop until ``stop``; with ``lock``, only once this process holds
+    the home's background lock (one process per home runs them; see home_lock.py)."""
+    if lock is not None and not await lock.wait(stop):
+        return
+    loops = [
+        asyncio.create_task(mod.run(app.state, stop), name=mod.__name__)
+        for mod in _capability_modules("background")
+    ]
+    try:
+        for t in loops:
+            try:
+                await t
+            except Exception:
+                log.exception("background task %s failed", t.get_name())
+    finally:
+        # Cancelled at shutdown after the grace period: no loop outlives the app.
+        for t in loops:
+            t.cancel()
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -211,6 +245,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # loops go first (matching was ~20% of a registry lookup's server time behind the others).
     for mod in sorted(_capability_modules("endpoints"), key=_hot_first):
         app.include_router(mod.router, prefix=API_PREFIX, responses=ERROR_RESPONSES)
+    # The MLflow-compatible API (issue 17) at MLflow's own paths, before the UI's catch-all.
+    from podstack.server.mlflow_compat import routes as mlflow_routes
+
+    mlflow_routes.mount(app)
     try:
         web = importlib.import_module("podstack.server.web.routes")
         web.mount(app)
@@ -229,6 +267,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             and "/artifacts/" in path
         ):
             return settings.max_artifact_bytes
+        if scope.get("method") == "PUT" and path.startswith(mlflow_routes.ARTIFACT_UPLOADS):
+            return settings.max_artifact_bytes  # MLflow's proxied artifact uploads
         return settings.max_body_bytes
 
     # Outermost last: metrics see every response, including 413s from the limit.

@@ -22,7 +22,7 @@ from podstack import MLOpsClient
 from podstack.server.artifacts.store import BlobStore
 from podstack.server.config import Settings
 from podstack.server.db.session import Database
-from podstack.server.deployments import gateway, outbound
+from podstack.server.deployments import gateway, outbound, target_kinds
 from podstack.server.deployments import targets as tg
 from podstack.server.deployments.manager import DeploymentManager
 from tests.conftest import ADMIN_TOKEN, LiveServer
@@ -62,7 +62,7 @@ def _manager(settings: Settings, db: Database, tmp_path: Path, allow: str) -> De
 
 def _route_kserve(mgr: DeploymentManager, name: str, url: str) -> None:
     """Routes ``name`` as the manager does once KServe reported the InferenceService ``url``."""
-    k8s = tg.build("cluster", tg.KUBERNETES, {}, mgr.settings, mgr.store)
+    k8s = target_kinds.build("cluster", tg.KUBERNETES, {}, mgr.settings, mgr.store)
     mgr._set_route(name, k8s, {"kind": tg.KUBERNETES, "name": name, "url": url})
 
 

@@ -18,6 +18,7 @@ from podstack.client.deployments import DeploymentFailed
 from podstack.server.artifacts.store import BlobStore
 from podstack.server.config import Settings
 from podstack.server.db.session import Database
+from podstack.server.deployments import target_kinds
 from podstack.server.deployments import targets as tg
 from tests.conftest import ADMIN_TOKEN, LiveServer
 
@@ -175,9 +176,9 @@ def test_local_target_refuses_max_replicas_it_would_ignore(
 
 def test_kubernetes_target_accepts_a_replica_range(settings: Settings, tmp_path: Path) -> None:
     store = BlobStore(tmp_path / "store")
-    k8s = tg.build("cluster", tg.KUBERNETES, {}, settings, store)
+    k8s = target_kinds.build("cluster", tg.KUBERNETES, {}, settings, store)
     assert k8s.check(None, 1, 3) == (None, [])
-    local = tg.build("local", tg.LOCAL, {}, settings, store)
+    local = target_kinds.build("local", tg.LOCAL, {}, settings, store)
     _, problems = local.check(None, 1, 3)
     assert [p.details["rule"] for p in problems] == ["max_replicas == min_replicas"]
 

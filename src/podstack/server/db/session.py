@@ -121,6 +121,9 @@ class Database:
 
     def __init__(self, url: str, *, pool_size: int = 10) -> None:
         self.url = url
+        # Copied into every session's ``info``: what in-transaction code (event sinks) may need
+        # from the app that owns this database, e.g. the server's signing key.
+        self.info: dict[str, Any] = {}
         self.engine = make_engine(url, pool_size=pool_size)
         self._write = sessionmaker(self.engine, expire_on_commit=False)
         self._read = sessionmaker(
@@ -135,6 +138,7 @@ class Database:
     def session(self, *, readonly: bool = False) -> Iterator[Session]:
         factory = self._read if readonly else self._write
         session = factory()
+        session.info.update(self.info)
         session.info[_DATABASE] = self
         try:
             yield session

@@ -29,7 +29,7 @@ from podstack.server.artifacts.store import BlobStore
 from podstack.server.config import Settings
 from podstack.server.db.base import new_id, utcnow
 from podstack.server.db.session import Database
-from podstack.server.deployments import outbound, service
+from podstack.server.deployments import outbound, service, target_kinds
 from podstack.server.deployments import repository as repo
 from podstack.server.deployments import targets as tg
 from podstack.server.deployments.models import Deployment
@@ -377,7 +377,7 @@ class DeploymentManager:
             try:
                 target = service.get_target(s, target_name, self.settings, self.store)
             except PodstackError:
-                target = tg.build(
+                target = target_kinds.build(
                     target_name, runtime.get("kind", tg.LOCAL), {}, self.settings, self.store
                 )
         self._drain(runtime.get("instance"))

@@ -68,7 +68,7 @@ from podstack.server.deployments.target_config import (
 from podstack.server.deployments.views import audit_doc, view, views
 from podstack.server.events import service as events
 from podstack.server.pagination import clamp_limit, decode_token, page_of
-from podstack.server.registry import repository as reg_repo
+from podstack.server.provenance import service as provenance
 from podstack.server.registry import service as registry
 from podstack.server.registry.models import ModelVersion, RegisteredModel
 from podstack.serving import formats as fmt
@@ -105,10 +105,12 @@ STATUSES = ("pending", "starting", "ready", "failed", "stopped")
 
 
 def servable_of(s: Session, store: BlobStore, m: RegisteredModel, mv: ModelVersion) -> fmt.Servable:
-    files = reg_repo.files_of(s, mv.id)
+    # Before anything is loaded: the version's signature must still match its files.
+    provenance.check_deployable(s, m, mv)
+    files = registry.files_of_version(s, mv.id)
     by_path = {f.path: f.sha256 for f in files}
     try:
-        return fmt.detect(list(by_path), lambda p: open(store.path_for(by_path[p]), "rb"))
+        return fmt.detect(list(by_path), lambda p: store.open_blob(by_path[p]))
     except fmt.NotServable as exc:
         raise ValidationFailed(
             f"Version {mv.version} of {m.name!r} cannot be served: {exc.reason}",
@@ -126,7 +128,7 @@ def run_spec(s: Session, dep: Deployment, target: tg.Target) -> tg.RunSpec:
     mv = s.get(ModelVersion, dep.version_id)
     m = s.get(RegisteredModel, dep.model_id)
     assert mv is not None and m is not None  # FKs with RESTRICT
-    files = reg_repo.files_of(s, mv.id)
+    files = registry.files_of_version(s, mv.id)
     servable = servable_of(s, target.store, m, mv)
     return tg.RunSpec(
         deployment_id=dep.id,
@@ -374,7 +376,7 @@ def rollback_deployment(
         )
     m = s.get(RegisteredModel, d.model_id)
     assert m is not None
-    mv = reg_repo.get_version(s, m.id, d.previous_version)
+    mv = registry.version_by_number(s, m.id, d.previous_version)
     if mv is None:
         raise Conflict(
             f"Cannot roll back {name!r}: its previous version {d.previous_version} of "

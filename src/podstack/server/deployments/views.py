@@ -17,6 +17,7 @@ from podstack.schemas import deployments as sch
 from podstack.server.artifacts.store import BlobStore
 from podstack.server.config import Settings
 from podstack.server.deployments import repository as repo
+from podstack.server.deployments import target_kinds
 from podstack.server.deployments import targets as tg
 from podstack.server.deployments.models import Deployment
 
@@ -46,7 +47,7 @@ def view(
     row = repo.get_target(s, d.target)
     kind = row.kind if row is not None else tg.LOCAL
     if kind == tg.KUBERNETES and row is not None:
-        url = tg.build(row.name, row.kind, row.config or {}, settings, store).public_url(
+        url = target_kinds.build(row.name, row.kind, row.config or {}, settings, store).public_url(
             d.name, d.runtime
         )
     elif settings.embedded or not base:

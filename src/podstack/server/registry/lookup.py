@@ -20,6 +20,7 @@ from podstack.server.registry.models import (
     ModelAlias,
     ModelVersion,
     RegisteredModel,
+    VersionFile,
     VersionMetric,
 )
 from podstack.server.registry.rules import (
@@ -58,6 +59,38 @@ def get_version(
             {"model_name": name, "version": n},
         )
     return m, mv
+
+
+def version_by_number(s: Session, model_id: int, version: int) -> ModelVersion | None:
+    """The version, or None when it has been deleted (callers that hold ids say what that means
+    for them: a rollback target that is gone, for instance)."""
+    return repo.get_version(s, model_id, version)
+
+
+def files_of_version(s: Session, version_id: int) -> list[VersionFile]:
+    """The version's manifest rows (path, size, sha256), by path."""
+    return repo.files_of(s, version_id)
+
+
+def files_using_digests(s: Session, digests: Iterable[str]) -> list[tuple[str, int, str, str]]:
+    """(model name, version, path, sha256) of every version file whose content is one of
+    ``digests``: what a damaged blob breaks."""
+    wanted = set(digests)
+    if not wanted:
+        return []
+    rows = repo.files_with_digests(s, wanted)
+    return sorted((m.name, mv.version, f.path, f.sha256) for f, mv, m in rows)
+
+
+def versions_of_runs(s: Session, run_ids: Iterable[str]) -> list[tuple[str, int, str]]:
+    """(model name, version, source run id) of the versions registered from these runs."""
+    versions = repo.versions_of_runs(s, list(run_ids), limit=200)
+    models = models_by_ids(s, {mv.model_id for mv in versions})
+    return sorted((models[mv.model_id].name, mv.version, mv.source_run_id) for mv in versions)
+
+
+def aliases_of_versions(s: Session, version_ids: Iterable[int]) -> list[ModelAlias]:
+    return repo.aliases_pointing_at(s, list(version_ids))
 
 
 def models_by_ids(s: Session, ids: Iterable[int]) -> dict[int, RegisteredModel]:

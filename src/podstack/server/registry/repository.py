@@ -34,9 +34,11 @@ from podstack.server.registry.models import (
     ModelLabel,
     ModelVersion,
     RegisteredModel,
+    RegisteredModelTag,
     StageTransition,
     VersionFile,
     VersionMetric,
+    VersionOrigin,
     VersionTag,
 )
 
@@ -502,6 +504,18 @@ def version_refs(s: Session, version_ids: Iterable[int]) -> dict[int, tuple[str,
     return {vid: (name, number) for vid, name, number in s.execute(q)}
 
 
+def files_with_digests(
+    s: Session, digests: set[str]
+) -> list[tuple[VersionFile, ModelVersion, RegisteredModel]]:
+    q = (
+        select(VersionFile, ModelVersion, RegisteredModel)
+        .join(ModelVersion, ModelVersion.id == VersionFile.version_id)
+        .join(RegisteredModel, RegisteredModel.id == ModelVersion.model_id)
+        .where(VersionFile.sha256.in_(sorted(digests)))
+    )
+    return [(f, mv, m) for f, mv, m in s.execute(q)]
+
+
 def files_of_versions(s: Session, version_ids: Sequence[int]) -> dict[int, list[VersionFile]]:
     out: dict[int, list[VersionFile]] = {v: [] for v in version_ids}
     if version_ids:
@@ -512,4 +526,61 @@ def files_of_versions(s: Session, version_ids: Sequence[int]) -> dict[int, list[
         )
         for f in s.scalars(q):
             out[f.version_id].append(f)
+    return out
+
+
+# ---------------------------------------------------------------- key-value model tags
+
+
+def model_tags_of(s: Session, model_ids: Sequence[int]) -> dict[int, dict[str, str]]:
+    out: dict[int, dict[str, str]] = {m: {} for m in model_ids}
+    if model_ids:
+        q = (
+            select(RegisteredModelTag)
+            .where(RegisteredModelTag.model_id.in_(list(model_ids)))
+            .order_by(RegisteredModelTag.model_id, RegisteredModelTag.key)
+        )
+        for t in s.scalars(q):
+            out[t.model_id][t.key] = t.value
+    return out
+
+
+def upsert_model_tag(s: Session, model_id: int, key: str, value: str) -> None:
+    ins = _insert_for(s, RegisteredModelTag).values(model_id=model_id, key=key, value=value)
+    s.execute(
+        ins.on_conflict_do_update(
+            index_elements=["model_id", "key"], set_={"value": ins.excluded.value}
+        )
+    )
+
+
+def delete_model_tag(s: Session, model_id: int, key: str) -> int:
+    stmt = delete(RegisteredModelTag).where(
+        RegisteredModelTag.model_id == model_id, RegisteredModelTag.key == key
+    )
+    return s.execute(stmt).rowcount
+
+
+def origins_of(s: Session, version_ids: Sequence[int]) -> dict[int, VersionOrigin]:
+    if not version_ids:
+        return {}
+    q = select(VersionOrigin).where(VersionOrigin.version_id.in_(list(version_ids)))
+    return {o.version_id: o for o in s.scalars(q)}
+
+
+def add_origin(s: Session, row: VersionOrigin) -> None:
+    s.add(row)
+
+
+def aliases_of_models(s: Session, model_ids: Sequence[int]) -> dict[int, list[ModelAlias]]:
+    """Each model's aliases by name, one query for a page of models."""
+    out: dict[int, list[ModelAlias]] = {m: [] for m in model_ids}
+    if model_ids:
+        q = (
+            select(ModelAlias)
+            .where(ModelAlias.model_id.in_(list(model_ids)))
+            .order_by(ModelAlias.model_id, ModelAlias.alias)
+        )
+        for a in s.scalars(q):
+            out[a.model_id].append(a)
     return out

@@ -55,16 +55,21 @@ from podstack.server.registry.hooks import (
     register_transition_gate,
 )
 from podstack.server.registry.lookup import (
+    aliases_of_versions,
+    files_of_version,
+    files_using_digests,
     get_model,
     get_version,
     models_by_ids,
     resolve_in_model,
     resolve_uri,
     version_by_alias,
+    version_by_number,
     version_by_stage,
     version_metric_rows,
     version_ref,
     versions_in_stage,
+    versions_of_runs,
 )
 from podstack.server.registry.models import ModelVersion, RegisteredModel, VersionFile
 from podstack.server.registry.rules import (
@@ -94,9 +99,12 @@ __all__ = [
     "TransitionOutcome",
     "TransitionProposal",
     "add_version",
+    "aliases_of_versions",
     "apply_transition",
     "delete_model",
     "delete_version",
+    "files_of_version",
+    "files_using_digests",
     "get_model",
     "get_version",
     "is_reserved_alias",
@@ -116,9 +124,11 @@ __all__ = [
     "validate_alias",
     "validate_model_name",
     "version_by_alias",
+    "version_by_number",
     "version_by_stage",
     "version_metric_rows",
     "versions_in_stage",
+    "versions_of_runs",
 ]
 
 

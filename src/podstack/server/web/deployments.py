@@ -24,7 +24,6 @@ from podstack.schemas import deployments as sch
 from podstack.server.deployments import gateway, service
 from podstack.server.deployments.manager import get_manager
 from podstack.server.deployments.models import Deployment
-from podstack.server.registry import repository as reg_repo
 from podstack.server.registry import service as registry
 from podstack.server.web.core import (
     EditorAction,
@@ -32,6 +31,7 @@ from podstack.server.web.core import (
     ViewerPage,
     WebCtx,
     WebRoute,
+    form_errors,
 )
 from podstack.serving import formats as fmt
 
@@ -60,10 +60,10 @@ def _example(ctx: WebCtx, s: Session, d: Deployment) -> str:
     """A ready-to-send request for the test form: the version's input example, else zeros
     shaped like the signature."""
     version_id = d.serving_version_id or d.version_id
-    for f in reg_repo.files_of(s, version_id):
+    for f in registry.files_of_version(s, version_id):
         if f.path.rsplit("/", 1)[-1] == fmt.INPUT_EXAMPLE and f.size < 64 * 1024:
             try:
-                with open(ctx.state.store.path_for(f.sha256), "rb") as fh:
+                with ctx.state.store.open_blob(f.sha256) as fh:
                     return json.dumps(json.loads(fh.read()), indent=2)
             except (OSError, ValueError):
                 break
@@ -236,7 +236,7 @@ def _deploy_form_context(ctx: WebCtx, s: Session, model: str, version: int) -> d
     m, mv = registry.get_version(s, model, version)
     targets = service.list_targets(s, ctx.settings, ctx.state.store)
     gpu_types = sorted({g for t in targets for g in t.gpu_types})
-    aliases = [a.alias for a in reg_repo.aliases_pointing_at(s, [mv.id])]
+    aliases = [a.alias for a in registry.aliases_of_versions(s, [mv.id])]
     servable_reason = None
     try:
         service.servable_of(s, ctx.state.store, m, mv)
@@ -333,19 +333,17 @@ def deploy(
         # Opened (and committed) an approval request: show it, with what happens next.
         return ctx.redirect(f"/approvals/{exc.request_id}", exc.message, "error")
     except (ValidationFailed, Conflict, BadRequest, PermissionDenied) as exc:
-        details = exc.details if isinstance(exc.details, dict) else {}
-        field = details.get("field") or next(
-            (_FIELD_FOR[k] for k in _FIELD_FOR if k in details), "_form"
-        )
+        errors = form_errors(exc, by_detail=_FIELD_FOR.items(), rename=_FIELD_FOR)
         if isinstance(exc, Conflict):
-            field = "endpoint_name"
+            # A name already taken is the one conflict this form can cause.
+            errors = {"endpoint_name": exc.message}
         with ctx.read() as s:
             extra = _deploy_form_context(ctx, s, model, version)
         return ctx.render(
             "deployments/_deploy_form.html",
             status_code=422,
             form=form,
-            errors={field: exc.message},
+            errors=errors,
             **extra,
         )
     except PodstackError:

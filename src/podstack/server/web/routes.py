@@ -27,6 +27,7 @@ PAGE_MODULES = (
     "auth_pages",
     "admin_users",
     "experiments",
+    "run_compare",  # before "runs": /runs/compare must not be taken for /runs/{run_id}
     "runs",
     "registry",
     "versions",
