@@ -202,7 +202,7 @@ def test_editors_cannot_pick_local_commands_and_viewers_only_look(
     login(page, make_user("editor"))
     dialog = _open_create(page)
     options = dialog.get_by_label("Runs as").locator("option")
-    expect(options).to_have_text(["Webhook (Airflow, Prefect, CI)", "Kubernetes Job"])
+    expect(options).to_have_text(["Webhook (Airflow, Prefect, CI)", "Kubernetes Job", "Ray job"])
     dialog.get_by_role("textbox", name="Name", exact=True).fill("ci-train")
     dialog.get_by_label("Experiment").fill("sentiment-exp")
     dialog.get_by_label("Cron Expression").fill("@hourly")

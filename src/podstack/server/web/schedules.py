@@ -140,11 +140,50 @@ def _executor_from_form(f: dict[str, str]) -> dict[str, Any]:
         if command:
             k8s["command"] = command
         return k8s
+    if kind == "ray":
+        return _ray_from_form(f)
     # One argument per line: nothing is ever split by a shell.
     return {
         "type": "local",
         "command": [a.rstrip("\r") for a in f.get("command", "").splitlines() if a.strip()],
     }
+
+
+def _float_or_none(text: str, field: str, label: str) -> float | None:
+    text = text.strip()
+    if not text:
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        raise _FormError(field, f"{label} must be a number.") from None
+
+
+def _lines(text: str) -> list[str]:
+    return [a.rstrip("\r") for a in text.splitlines() if a.strip()]
+
+
+def _ray_from_form(f: dict[str, str]) -> dict[str, Any]:
+    """The ``ray`` executor from its form fields; the schema checks the values (address
+    scheme, remote working_dir, resource bounds) and the service the egress rule."""
+    env: dict[str, Any] = {}
+    if f.get("ray_working_dir", "").strip():
+        env["working_dir"] = f["ray_working_dir"].strip()
+    if pip := _lines(f.get("ray_pip", "")):
+        env["pip"] = pip
+    ray: dict[str, Any] = {
+        "type": "ray",
+        "address": f.get("ray_address", "").strip(),
+        "entrypoint": _lines(f.get("ray_entrypoint", "")),
+        "runtime_env": env,
+    }
+    for key, label in (("num_cpus", "CPUs"), ("num_gpus", "GPUs")):
+        value = _float_or_none(f.get(f"ray_{key}", ""), f"ray_{key}", label)
+        if value is not None:
+            ray[key] = value
+    if f.get("ray_gpu_type", "").strip():
+        ray["gpu_type"] = f["ray_gpu_type"].strip()
+    return ray
 
 
 def _form_from_schedule(s: sch.Schedule) -> dict[str, str]:
@@ -166,6 +205,16 @@ def _form_from_schedule(s: sch.Schedule) -> dict[str, str]:
         form["command"] = "\n".join(ex.command)
     elif ex.type == "webhook":
         form["webhook_url"] = ex.url
+    elif ex.type == "ray":
+        form.update(
+            ray_address=ex.address,
+            ray_entrypoint="\n".join(ex.entrypoint),
+            ray_working_dir=ex.runtime_env.working_dir or "",
+            ray_pip="\n".join(ex.runtime_env.pip),
+            ray_num_cpus="" if ex.num_cpus is None else f"{ex.num_cpus:g}",
+            ray_num_gpus="" if ex.num_gpus is None else f"{ex.num_gpus:g}",
+            ray_gpu_type=ex.gpu_type or "",
+        )
     else:
         form.update(
             k8s_image=ex.image,
@@ -305,6 +354,13 @@ class ScheduleForm(BaseModel):
     k8s_gpu_count: str = ""
     k8s_namespace: str = ""
     k8s_command: str = ""
+    ray_address: str = ""
+    ray_entrypoint: str = ""
+    ray_working_dir: str = ""
+    ray_pip: str = ""
+    ray_num_cpus: str = ""
+    ray_num_gpus: str = ""
+    ray_gpu_type: str = ""
 
 
 def _fields_from_form(data: ScheduleForm) -> dict[str, Any]:
