@@ -53,6 +53,10 @@ def ray_env() -> dict[str, str]:
     # A CPU-only cluster: no GPU probing and no accelerator-visibility rewriting.
     env["CUDA_VISIBLE_DEVICES"] = ""
     env.pop("RAY_ADDRESS", None)
+    # Ray's single-node mode: without it Ray swaps 127.0.0.1 for the machine's routable
+    # address (services.resolve_ip_for_localhost) and the GCS, raylet and replicas talk over
+    # eth0; with it every Ray address stays on loopback, as the suite's traffic must.
+    env["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
     return env
 
 

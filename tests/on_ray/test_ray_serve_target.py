@@ -42,7 +42,13 @@ def ray_target(sdk: MLOpsClient, ray_cluster: RayCluster, ray_env: None) -> Iter
     sdk.set_deployment_target(
         "ray-test",
         "ray",
-        {"address": ray_cluster.address, "serve_url": ray_cluster.serve_url, "num_cpus": 0.25},
+        {
+            "address": ray_cluster.address,
+            "serve_url": ray_cluster.serve_url,
+            "num_cpus": 0.25,
+            # Short, so the idle scale-down is seen within the test (the default is 600 s).
+            "downscale_delay_s": 2,
+        },
     )
     yield "ray-test"
 
@@ -139,6 +145,14 @@ def test_bad_ray_target_config_is_refused(sdk: MLOpsClient, ray_cluster: RayClus
             {"address": ray_cluster.address, "serve_url": ray_cluster.serve_url, "num_cpus": -1},
             "num_cpus",
         ),
+        (
+            {
+                "address": ray_cluster.address,
+                "serve_url": ray_cluster.serve_url,
+                "downscale_delay_s": 0,
+            },
+            "downscale_delay_s",
+        ),
     ]:
         with pytest.raises(ValidationFailed) as exc:
             sdk.set_deployment_target("bad-ray", "ray", config)
@@ -169,6 +183,7 @@ def test_autoscales_up_to_max_replicas_under_load_and_back_when_idle(
     config = serve.get_serve_details()["applications"][app_name("ray-scale")]["deployed_app_config"]
     scaling = config["deployments"][0]["autoscaling_config"]
     assert (scaling["min_replicas"], scaling["max_replicas"]) == (1, 2)
+    assert scaling["downscale_delay_s"] == 2
     assert _running_replicas(serve, "ray-scale") == 1
 
     failures: list[str] = []

@@ -10,6 +10,7 @@ Admin configuration (``PUT /api/v1/deployment-targets/<name>``, kind ``ray``)::
       "serve_url": "http://ray-head:8000",   # Ray Serve's HTTP proxy
       "gpu_types": ["A100"],                 # accelerator types the cluster's nodes offer
       "num_cpus": 1,                         # per replica
+      "downscale_delay_s": 600,              # idle time before Serve removes a replica
       "ready_timeout_seconds": 300,
       "trusted_formats": false
     }
@@ -68,6 +69,10 @@ def _http_url(value: Any, field: str, example: str) -> str:
     return str(value).rstrip("/")
 
 
+# Ray Serve's own default: a burst does not make replicas come and go every few seconds.
+DOWNSCALE_DELAY_S = 600.0
+
+
 class RayServeTarget(Target):
     kind = RAY
     autoscales = True  # Ray Serve scales replicas between min_replicas and max_replicas
@@ -84,6 +89,14 @@ class RayServeTarget(Target):
                 {"field": "config.num_cpus"},
             )
         self.num_cpus = float(num_cpus)
+        delay = config.get("downscale_delay_s", DOWNSCALE_DELAY_S)
+        if not isinstance(delay, (int, float)) or isinstance(delay, bool) or not 0 < delay <= 86400:
+            raise ValidationFailed(
+                "Ray target config downscale_delay_s must be a number of seconds in (0, 86400] "
+                f"(got {delay!r}).",
+                {"field": "config.downscale_delay_s"},
+            )
+        self.downscale_delay_s = float(delay)
         self.ready_timeout = float(config.get("ready_timeout_seconds", 300))
 
     def gpu_types(self) -> list[str]:
@@ -147,7 +160,7 @@ class RayServeTarget(Target):
                 "max_replicas": spec.max_replicas,
                 "target_ongoing_requests": 2,
                 "upscale_delay_s": 2,
-                "downscale_delay_s": 10,
+                "downscale_delay_s": self.downscale_delay_s,
             }
         return {
             "name": app_name(spec.endpoint),
