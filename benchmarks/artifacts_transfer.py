@@ -79,14 +79,18 @@ def server_command(port: int) -> tuple[list[str], str]:
 
 
 @contextmanager
-def running_server(home: Path) -> Iterator[tuple[str, psutil.Process, str]]:
+def running_server(
+    home: Path, *, admin_token: str = TOKEN, background: bool = False
+) -> Iterator[tuple[str, psutil.Process, str]]:
     port = _free_port()
     cmd, how = server_command(port)
     env = {
         **os.environ,
         "PODSTACK_HOME": str(home),
-        "PODSTACK_ADMIN_TOKEN": TOKEN,
-        "PODSTACK_BACKGROUND_WORKERS": "false",
+        "PODSTACK_ADMIN_TOKEN": admin_token,
+        # Off for the transfer figures (nothing in the background competes with them); on
+        # where the benchmark needs them (deployment health, rollouts).
+        "PODSTACK_BACKGROUND_WORKERS": "true" if background else "false",
         # One worker process: the figures are about one server process.
         "PODSTACK_WORKERS": "1",
     }

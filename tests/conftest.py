@@ -69,7 +69,23 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 # The files listed
 # stay on both because the database is part of what they exercise (a server killed mid-write,
 # `podstack server` against each kind of URL).
-_ONE_DB_DIRS = ("browser/", "cli/", "serving/", "sdk/", "benchmarks/", "server/web/")
+# Also one database: deployments (model-server processes and their rollouts; the rows they
+# write are plain inserts and updates), outbound-request checks (URL and address rules),
+# slow-client handling (the HTTP server), the access-control matrix (who may call which route
+# is decided in Python before any query) and the architecture test (reads source files).
+_ONE_DB_DIRS = (
+    "browser/",
+    "cli/",
+    "serving/",
+    "sdk/",
+    "benchmarks/",
+    "server/web/",
+    "server/deployments/",
+    "server/egress/",
+    "server/core/test_slow_clients.py",
+    "reliability/test_access_control.py",
+    "test_architecture.py",
+)
 _BOTH_DB_FILES = ("tests/sdk/test_fault_tolerance.py", "tests/cli/test_server_cmd.py")
 
 

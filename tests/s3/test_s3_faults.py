@@ -26,11 +26,20 @@ pytestmark = [pytest.mark.one_db, pytest.mark.timeout(300)]
 MIB = 1024 * 1024
 
 
-@pytest.fixture
-def own_s3(tmp_path: Path) -> Iterator[SeaweedS3]:
-    server = SeaweedS3(tmp_path / "weed").start()
+@pytest.fixture(scope="module")
+def _module_s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SeaweedS3]:
+    # One S3 server of its own for this module (the tests stop and kill it, so not the
+    # session's); each test gets a fresh bucket on it.
+    server = SeaweedS3(tmp_path_factory.mktemp("weed")).start()
     yield server
     server.stop()
+
+
+@pytest.fixture
+def own_s3(_module_s3: SeaweedS3) -> SeaweedS3:
+    if _module_s3.proc is None:  # a failed test may have left it stopped
+        _module_s3.start()
+    return _module_s3
 
 
 @pytest.fixture
