@@ -5,6 +5,7 @@ against the sha256, and single-range requests (206) so the SDK can resume a cut 
 
 from __future__ import annotations
 
+import itertools
 import logging
 import re
 from collections.abc import Iterator
@@ -116,4 +117,23 @@ def blob_download(
         )
     name = path.rsplit("/", 1)[-1]
     headers["Content-Disposition"] = f"attachment; filename*=UTF-8''{quote(name)}"
-    return stream_blob(_verified_chunks(store, sha256, described, log), size, range_header, headers)
+    chunks = _opened(_verified_chunks(store, sha256, described, log), described, details)
+    return stream_blob(chunks, size, range_header, headers)
+
+
+def _opened(chunks: Iterator[bytes], described: str, details: dict[str, Any]) -> Iterator[bytes]:
+    """Reads the first chunk before the status line is sent: a store that cannot serve the
+    blob right now (an object store restarting answers 5xx for a while) becomes a 503 the
+    client retries, not a 200 cut at byte 0, which looks like a damaged copy; a small blob
+    found damaged (read whole for its first chunk) becomes an error naming the file."""
+    try:
+        first = next(chunks)
+    except StopIteration:
+        return iter(())
+    except IntegrityError as exc:
+        raise IntegrityError(
+            f"The stored content of {described} is damaged (its sha256 no longer matches); "
+            "the artifact store was changed outside Podstack.",
+            {**details, **(exc.details or {})},
+        ) from None
+    return itertools.chain([first], chunks)

@@ -109,17 +109,26 @@ def _is_missing(exc: Exception) -> bool:
 def _reachable(store: S3BlobStore) -> Iterator[None]:
     """Turns "the object store does not answer" (stopped, restarting, network cut) into a
     503, which clients retry (the SDK does, within PODSTACK_RETRY_SECONDS), instead of a 500."""
+    from botocore.exceptions import ClientError, HTTPClientError
     from botocore.exceptions import ConnectionError as BotoConnectionError
-    from botocore.exceptions import HTTPClientError
 
     try:
         yield
-    except (BotoConnectionError, HTTPClientError) as exc:
+    except (BotoConnectionError, HTTPClientError, ClientError) as exc:
+        # A 5xx from the store (InternalError, SlowDown, ServiceUnavailable: one that is
+        # starting or overloaded) is as transient as no answer; its 4xx are real answers.
+        if isinstance(exc, ClientError) and _status(exc) < 500:
+            raise
         log.warning("object store %s unreachable: %s", store.endpoint, exc)
         raise ServiceUnavailable(
             f"The artifact store ({store.uri}) is not reachable right now; retry shortly.",
             {"uri": store.uri},
         ) from exc
+
+
+def _status(exc: Exception) -> int:
+    meta = getattr(exc, "response", {}).get("ResponseMetadata", {})
+    return int(meta.get("HTTPStatusCode") or 0)
 
 
 def _part_size(max_bytes: int | None) -> int:
