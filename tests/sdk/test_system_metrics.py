@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from podstack import MLOpsClient
+from podstack.errors import NotFound
 
 CPU = "system/cpu_utilization_percentage"
 MEM_MB = "system/system_memory_usage_megabytes"
@@ -32,13 +33,25 @@ def _exists(client: MLOpsClient) -> bool:
     return any(e.name == "sysmetrics" for e in client.list_experiments())
 
 
+def _history(client: MLOpsClient, run_id: str) -> list[Any]:
+    try:
+        return list(client.get_metric_history(run_id, CPU))
+    except NotFound:  # nothing sampled yet
+        return []
+
+
 def test_system_metrics_are_sampled_until_the_run_ends(client: MLOpsClient) -> None:
     with client.start_run(
         experiment_id="sysmetrics", log_system_metrics=True, system_metrics_interval=0.2
     ) as run:
         assert _sampler_threads()
         sum(i * i for i in range(300_000))  # some CPU work
-        time.sleep(0.9)
+        # Wait for two samples rather than a fixed time: on a loaded machine the sampler's
+        # thread can be late, which is not what this test is about.
+        deadline = time.monotonic() + 30
+        while len(_history(client, run.id)) < 2:
+            assert time.monotonic() < deadline, "no system metrics sampled within 30 s"
+            time.sleep(0.1)
     assert not _sampler_threads()  # stopped with the run
     info = client.get_run(run.id)
     assert info.status.value == "FINISHED"
