@@ -3,22 +3,26 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-dev
-PYTEST_WORKERS ?= 2
+# Three workers on two cores: a good part of every test waits on processes it started (model
+# servers, browsers, S3, Ray); work stealing keeps the slow ones from ending in one queue.
+PYTEST_WORKERS ?= 3
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
 .PHONY: install dev serve test test-sqlite test-postgres lint format bench screenshots reliability clean
 
+# --no-compile: no byte-compiling of every installed module up front (a minute of CPU on 2 cores
+# for torch, ray and the rest); Python compiles and caches what is imported.
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 
 $(VENV)/.installed: pyproject.toml | $(BIN)/python
-	$(BIN)/pip install -q -e .
+	$(BIN)/pip install -q --no-compile -e .
 	touch $@
 
 $(STAMP): pyproject.toml | $(BIN)/python
-	$(BIN)/pip install -q -e '.[dev]'
+	$(BIN)/pip install -q --no-compile -e '.[dev]'
 	touch $@ $(VENV)/.installed
 
 install: $(VENV)/.installed
@@ -36,10 +40,10 @@ test: dev
 	$(MAKE) --no-print-directory test-sqlite test-postgres
 
 test-sqlite: dev
-	PODSTACK_TEST_DB=sqlite $(BIN)/pytest -n $(PYTEST_WORKERS) -q $(PYTEST_ARGS)
+	PODSTACK_TEST_DB=sqlite $(BIN)/pytest -n $(PYTEST_WORKERS) --dist worksteal -q $(PYTEST_ARGS)
 
 test-postgres: dev
-	PODSTACK_TEST_DB=postgresql $(BIN)/pytest -n $(PYTEST_WORKERS) -q $(PYTEST_ARGS)
+	PODSTACK_TEST_DB=postgresql $(BIN)/pytest -n $(PYTEST_WORKERS) --dist worksteal -q $(PYTEST_ARGS)
 
 lint: dev
 	$(BIN)/ruff check .

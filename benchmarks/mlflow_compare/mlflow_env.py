@@ -54,6 +54,9 @@ def ensure_venv(log=print) -> Path:  # type: ignore[no-untyped-def]
     # installs from local wheels. -qq: errors only (a cold install otherwise prints a warning
     # per package for every unused local index the machine's pip.conf names).
     pip = [str(venv_python()), "-m", "pip", "install", "-qq", "--disable-pip-version-check"]
+    # No byte-compiling at install: CPU this 2-core machine spends on the tests instead;
+    # Python compiles (and caches) the modules the client actually imports.
+    pip.append("--no-compile")
     subprocess.run([*pip, f"mlflow=={MLFLOW_VERSION}", *EXTRA_PACKAGES], check=True)
     got = installed_version()
     if got != MLFLOW_VERSION:
