@@ -80,7 +80,11 @@ def server_command(port: int) -> tuple[list[str], str]:
 
 @contextmanager
 def running_server(
-    home: Path, *, admin_token: str = TOKEN, background: bool = False
+    home: Path,
+    *,
+    admin_token: str = TOKEN,
+    background: bool = False,
+    extra_env: dict[str, str] | None = None,
 ) -> Iterator[tuple[str, psutil.Process, str]]:
     port = _free_port()
     cmd, how = server_command(port)
@@ -96,6 +100,7 @@ def running_server(
     }
     for var in ("PODSTACK_DATABASE_URL", "PODSTACK_ARTIFACTS_URI", "PODSTACK_URL"):
         env.pop(var, None)
+    env.update(extra_env or {})
     log = open(home / "server.log", "wb")  # noqa: SIM115 - closed below
     proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"

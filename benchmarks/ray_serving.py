@@ -130,7 +130,13 @@ def run(window_s: float, repeats: int, workdir: Path) -> dict[str, Any]:
     results: dict[str, list[dict[str, float]]] = {}
     try:
         with (
-            running_server(home, admin_token=TOKEN, background=True) as (url, _proc, how),
+            running_server(
+                home,
+                admin_token=TOKEN,
+                background=True,
+                # The cluster runs on loopback, which the egress rules refuse by default.
+                extra_env={"PODSTACK_OUTBOUND_ALLOW": "127.0.0.1"},
+            ) as (url, _proc, how),
             MLOpsClient(api_token=TOKEN, url=url) as sdk,
         ):
             model = make_sk_model()

@@ -61,6 +61,32 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     if drop:
         config.hook.pytest_deselected(items=drop)
         items[:] = keep
+    # The longest files first (stable sort): started last, one of them keeps a worker busy
+    # for a minute after the others are done.
+    items.sort(key=lambda item: _rel(item) not in _LONG_FILES)
+
+
+# Each takes 30-110 worker-seconds (a schemathesis run, a Ray cluster's serving, an MLflow
+# server, an S3 server stopped and restarted, the load and crash tests).
+_LONG_FILES = frozenset(
+    {
+        "tests/reliability/test_api_fuzz.py",
+        "tests/on_ray/test_ray_serve_target.py",
+        "tests/on_ray/test_ray_executor.py",
+        "tests/cli/test_import_mlflow.py",
+        "tests/s3/test_s3_faults.py",
+        "tests/reliability/test_load.py",
+        "tests/reliability/test_crash_safety.py",
+        "tests/sdk/test_fault_tolerance.py",
+        "tests/sdk/test_direct_transfers.py",
+        "tests/mlflow_compat/test_registry_client.py",
+        "tests/mlflow_compat/test_tracking_client.py",
+    }
+)
+
+
+def _rel(item: pytest.Item) -> str:
+    return Path(str(item.path)).resolve().relative_to(_ROOT).as_posix()
 
 
 # Whole directories whose tests check something other than the database (the browser and the
@@ -91,10 +117,13 @@ _ONE_DB_DIRS = (
 _BOTH_DB_FILES = ("tests/cli/test_server_cmd.py",)
 
 
+_ROOT = Path(__file__).resolve().parent.parent
+
+
 def _mark_one_db_by_directory(item: pytest.Item) -> None:
-    rel = Path(str(item.path)).resolve().relative_to(Path(__file__).resolve().parent.parent)
-    inside = rel.as_posix().removeprefix("tests/")
-    if inside.startswith(_ONE_DB_DIRS) and rel.as_posix() not in _BOTH_DB_FILES:
+    rel = _rel(item)
+    inside = rel.removeprefix("tests/")
+    if inside.startswith(_ONE_DB_DIRS) and rel not in _BOTH_DB_FILES:
         item.add_marker(pytest.mark.one_db)
 
 
