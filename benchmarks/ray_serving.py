@@ -139,37 +139,41 @@ def run(window_s: float, repeats: int, workdir: Path) -> dict[str, Any]:
             ) as (url, _proc, how),
             MLOpsClient(api_token=TOKEN, url=url) as sdk,
         ):
-            model = make_sk_model()
-            v = log_and_register(sdk, "bench-ray", model)
-            sdk.set_deployment_target(
-                "ray-bench",
-                "ray",
-                {"address": cluster.address, "serve_url": cluster.serve_url, "num_cpus": 0.25},
-            )
-            expected = model.predict(X_TRAIN[:4]).tolist()
-            configs: list[tuple[str, str, dict[str, str]]] = []
-            _deploy(sdk, "bench-ray", v.version, "bench-local", "local", 1)
-            configs.append(("local", f"{url}/api/v1/endpoints/bench-local", auth))
-            for n in (1, 2):
-                ep = f"bench-ray{n}"
-                _deploy(sdk, "bench-ray", v.version, ep, "ray-bench", n)
-                _wait_ray_replicas(cluster, ep, n)
-                configs.append((f"ray x{n}", f"{url}/api/v1/endpoints/{ep}", auth))
-                configs.append((f"ray x{n} (Serve direct)", f"{cluster.serve_url}/{ep}", {}))
-            # Every deployment answers with the model's own predictions before it is timed.
-            for ep in ("bench-local", "bench-ray1", "bench-ray2"):
-                got = sdk.predict(ep, X_TRAIN[:4].tolist()).as_dict()["label"].tolist()
-                if got != expected:
-                    raise RuntimeError(f"{ep} answered {got}, the model says {expected}")
-            for _label, base, headers in configs:  # warm-up: connections, caches, JIT of numpy
-                _load(base, base.rsplit("/", 1)[-1], headers, min(2.0, window_s))
-            for _ in range(repeats):
-                for label, base, headers in configs:
-                    results.setdefault(label, []).append(
-                        _load(base, base.rsplit("/", 1)[-1], headers, window_s)
-                    )
-            for ep in ("bench-local", "bench-ray1", "bench-ray2"):
-                sdk.delete_deployment(ep)
+            try:
+                model = make_sk_model()
+                v = log_and_register(sdk, "bench-ray", model)
+                sdk.set_deployment_target(
+                    "ray-bench",
+                    "ray",
+                    {"address": cluster.address, "serve_url": cluster.serve_url, "num_cpus": 0.25},
+                )
+                expected = model.predict(X_TRAIN[:4]).tolist()
+                configs: list[tuple[str, str, dict[str, str]]] = []
+                _deploy(sdk, "bench-ray", v.version, "bench-local", "local", 1)
+                configs.append(("local", f"{url}/api/v1/endpoints/bench-local", auth))
+                for n in (1, 2):
+                    ep = f"bench-ray{n}"
+                    _deploy(sdk, "bench-ray", v.version, ep, "ray-bench", n)
+                    _wait_ray_replicas(cluster, ep, n)
+                    configs.append((f"ray x{n}", f"{url}/api/v1/endpoints/{ep}", auth))
+                    configs.append((f"ray x{n} (Serve direct)", f"{cluster.serve_url}/{ep}", {}))
+                # Every deployment answers with the model's own predictions before it is timed.
+                for ep in ("bench-local", "bench-ray1", "bench-ray2"):
+                    got = sdk.predict(ep, X_TRAIN[:4].tolist()).as_dict()["label"].tolist()
+                    if got != expected:
+                        raise RuntimeError(f"{ep} answered {got}, the model says {expected}")
+                for _label, base, headers in configs:  # warm-up: connections, caches, JIT of numpy
+                    _load(base, base.rsplit("/", 1)[-1], headers, min(2.0, window_s))
+                for _ in range(repeats):
+                    for label, base, headers in configs:
+                        results.setdefault(label, []).append(
+                            _load(base, base.rsplit("/", 1)[-1], headers, window_s)
+                        )
+            finally:
+                # Model servers outlive the Podstack server by design (they keep serving
+                # through its restarts), so a benchmark that stops early must remove them.
+                for dep in sdk.list_deployments():
+                    sdk.delete_deployment(dep.endpoint_name)
     finally:
         stop_cluster(cluster)
     out: dict[str, Any] = {

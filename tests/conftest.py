@@ -61,28 +61,6 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     if drop:
         config.hook.pytest_deselected(items=drop)
         items[:] = keep
-    # The longest files first (stable sort): started last, one of them keeps a worker busy
-    # for a minute after the others are done.
-    items.sort(key=lambda item: _rel(item) not in _LONG_FILES)
-
-
-# Each takes 30-110 worker-seconds (a schemathesis run, a Ray cluster's serving, an MLflow
-# server, an S3 server stopped and restarted, the load and crash tests).
-_LONG_FILES = frozenset(
-    {
-        "tests/reliability/test_api_fuzz.py",
-        "tests/on_ray/test_ray_serve_target.py",
-        "tests/on_ray/test_ray_executor.py",
-        "tests/cli/test_import_mlflow.py",
-        "tests/s3/test_s3_faults.py",
-        "tests/reliability/test_load.py",
-        "tests/reliability/test_crash_safety.py",
-        "tests/sdk/test_fault_tolerance.py",
-        "tests/sdk/test_direct_transfers.py",
-        "tests/mlflow_compat/test_registry_client.py",
-        "tests/mlflow_compat/test_tracking_client.py",
-    }
-)
 
 
 def _rel(item: pytest.Item) -> str:
