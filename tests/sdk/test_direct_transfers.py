@@ -220,15 +220,19 @@ def _stop_at_part(app: S3App, number: int) -> threading.Event:
     forwarded)."""
     fired = threading.Event()
     lock = threading.Lock()
+    claimed: list[bool] = []
 
     def on_head(req: Request) -> None:
         if not (req.presigned and req.part_number == number):
             return
         with lock:
-            if fired.is_set():
+            if claimed:
                 return
-            fired.set()
+            claimed.append(True)
         _kill(app.s3)
+        # Set once the server is down (not before): a test that restarts it on seeing the
+        # event must not race the kill.
+        fired.set()
 
     app.proxy.on_head = on_head
     return fired
@@ -246,7 +250,7 @@ def test_resume_after_the_s3_server_stopped_mid_upload(
         run = client.create_run("resume")
         with pytest.raises(TransportError) as err:
             client.log_artifact(run.id, str(f))
-        assert fired.is_set()
+        assert fired.wait(timeout=30)
         assert "Run the same call again to resume" in err.value.message
         assert "PODSTACK_ARTIFACTS_PROXY" in err.value.message
         # Nothing is half-visible: no artifact, no blob.
