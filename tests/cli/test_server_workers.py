@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import psutil
@@ -25,38 +26,45 @@ from tests.conftest import free_port
 
 def _workers_of(server: ServerProcess, expected: int, timeout: float = 60) -> list[int]:
     """The pids of the supervisor's worker processes, once ``expected`` of them run."""
-    parent = psutil.Process(server.proc.pid)
     deadline = time.monotonic() + timeout
     pids: list[int] = []
     while time.monotonic() < deadline:
-        # uvicorn's workers are started by multiprocessing's spawn (its resource tracker, also
-        # a child, is not a worker).
-        pids = []
-        for child in parent.children():
-            try:
-                if child.status() != psutil.STATUS_ZOMBIE and "spawn_main" in " ".join(
-                    child.cmdline()
-                ):
-                    pids.append(child.pid)
-            except psutil.Error:
-                continue  # a worker that just died (the test killed it)
+        pids = _live_workers(server)
         if len(pids) == expected:
             return pids
         time.sleep(0.2)
     raise AssertionError(f"expected {expected} workers, saw {pids}")
 
 
-def _lock_holder(home: Path, candidates: list[int], timeout: float = 30) -> int:
-    """The worker that holds the home's background lock (it writes its pid into the file)."""
+def _live_workers(server: ServerProcess) -> list[int]:
+    """The supervisor's live worker processes (uvicorn starts them with multiprocessing's
+    spawn; its resource tracker, also a child, is not a worker)."""
+    pids = []
+    for child in psutil.Process(server.proc.pid).children():
+        try:
+            if child.status() != psutil.STATUS_ZOMBIE and "spawn_main" in " ".join(child.cmdline()):
+                pids.append(child.pid)
+        except psutil.Error:
+            continue
+    return pids
+
+
+def _lock_holder(
+    home: Path, candidates: Callable[[], list[int]] | list[int], timeout: float = 30
+) -> int:
+    """The worker that holds the home's background lock (it writes its pid into the file).
+    ``candidates`` may be re-read on every poll: on a loaded machine uvicorn's supervisor
+    can also replace a worker that was slow to answer its ping."""
     deadline = time.monotonic() + timeout
-    text = ""
+    text, seen = "", []
     while time.monotonic() < deadline:
         path = home / LOCK_NAME
         text = path.read_text().strip() if path.exists() else ""
-        if text.isdigit() and int(text) in candidates:
+        seen = candidates() if callable(candidates) else candidates
+        if text.isdigit() and int(text) in seen:
             return int(text)
         time.sleep(0.2)
-    raise AssertionError(f"no worker of {candidates} took the lock (file says {text!r})")
+    raise AssertionError(f"no worker of {seen} took the lock (file says {text!r})")
 
 
 @pytest.fixture
@@ -85,9 +93,8 @@ def test_background_loops_run_in_one_worker_and_move_when_it_dies(env: dict[str,
         os.kill(holder, signal.SIGKILL)
         # The kernel drops a dead holder's lock; the surviving worker (or the one uvicorn
         # starts in place of the dead one) takes the loops over.
-        survivors = [p for p in workers if p != holder]
-        replacement = _workers_of(server, expected)
-        new_holder = _lock_holder(home, [*survivors, *replacement])
+        _workers_of(server, expected)
+        new_holder = _lock_holder(home, lambda: _live_workers(server))
         assert new_holder != holder
     finally:
         assert server.terminate() == 0
