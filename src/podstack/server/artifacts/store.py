@@ -58,6 +58,14 @@ def valid_digest(sha256: str) -> bool:
     return len(sha256) == 64 and all(c in "0123456789abcdef" for c in sha256)
 
 
+def check_size(size: int, max_bytes: int | None) -> None:
+    """The upload size limit, for every store's writer: 413 once ``size`` passes it."""
+    if max_bytes is not None and size > max_bytes:
+        raise PayloadTooLarge(
+            f"Artifact exceeds the limit of {max_bytes} bytes.", {"limit_bytes": max_bytes}
+        )
+
+
 class _Writer:
     def __init__(self, store: BlobStore, max_bytes: int | None) -> None:
         self.store = store
@@ -70,11 +78,7 @@ class _Writer:
 
     def write(self, chunk: bytes) -> None:
         self.size += len(chunk)
-        if self.max_bytes is not None and self.size > self.max_bytes:
-            raise PayloadTooLarge(
-                f"Artifact exceeds the limit of {self.max_bytes} bytes.",
-                {"limit_bytes": self.max_bytes},
-            )
+        check_size(self.size, self.max_bytes)
         self.hasher.update(chunk)
         self.fh.write(chunk)
 

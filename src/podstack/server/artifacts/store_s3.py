@@ -32,7 +32,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from podstack.errors import IntegrityError, NotFound, PayloadTooLarge, ServiceUnavailable
+from podstack.errors import IntegrityError, NotFound, ServiceUnavailable
 from podstack.server import file_modes
 from podstack.server.artifacts.location import S3Location
 from podstack.server.artifacts.store import (
@@ -41,6 +41,7 @@ from podstack.server.artifacts.store import (
     BlobInfo,
     StaleUpload,
     StoredBlob,
+    check_size,
     valid_digest,
 )
 
@@ -158,11 +159,7 @@ class _S3Writer:
     def feed(self, chunk: bytes) -> bool:
         """Takes ``chunk``; True when a full part is buffered and :meth:`flush` should run."""
         self.size += len(chunk)
-        if self.max_bytes is not None and self.size > self.max_bytes:
-            raise PayloadTooLarge(
-                f"Artifact exceeds the limit of {self.max_bytes} bytes.",
-                {"limit_bytes": self.max_bytes},
-            )
+        check_size(self.size, self.max_bytes)
         self.hasher.update(chunk)
         self.buf += chunk
         return len(self.buf) >= self.part_size
