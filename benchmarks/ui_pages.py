@@ -161,8 +161,8 @@ OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop")
 
 def _bulk_runs(db: Any, n_runs: int, points: int = 10, chunk: int = 2000) -> list[str]:
     """Issue 20: one experiment with ``n_runs`` finished runs, each with three params, two
-    tags, two metrics of ``points`` steps and their latest values: the rows the tracking
-    service writes (without audit rows, which no measured page reads), bulk-inserted."""
+    tags, two metrics of ``points`` steps and their latest values and extremes: the rows the
+    tracking service writes (without audit rows, which no measured page reads), bulk-inserted."""
     import random
     from datetime import timedelta
 
@@ -220,6 +220,8 @@ def _bulk_runs(db: Any, n_runs: int, points: int = 10, chunk: int = 2000) -> lis
                     "value": final,
                     "step": points - 1,
                     "timestamp": ts,
+                    "min_value": final / points,
+                    "max_value": final,
                 },
                 {
                     "run_id": rid,
@@ -227,6 +229,8 @@ def _bulk_runs(db: Any, n_runs: int, points: int = 10, chunk: int = 2000) -> lis
                     "value": 1.0 / points,
                     "step": points - 1,
                     "timestamp": ts,
+                    "min_value": 1.0 / points,
+                    "max_value": 1.0,
                 },
             ]
         with db.session() as s:

@@ -69,3 +69,45 @@ def test_downgrade_to_base_and_back(scratch_database_url: str) -> None:
     migrate.upgrade(engine)
     assert migrate.is_at_head(engine)
     engine.dispose()
+
+
+def test_metric_extremes_are_filled_for_existing_runs(scratch_database_url: str) -> None:
+    """0020 adds each (run, key)'s min and max to latest_metrics, computed from the history
+    already stored (NaN points, stored as NULL, skipped)."""
+    engine = make_engine(scratch_database_url)
+    migrate.upgrade(engine, "0019_signing")
+    with engine.begin() as c:
+        c.execute(
+            text(
+                "INSERT INTO experiments (id, name, tags, archived, created_at, "
+                "updated_at) VALUES ('exp-1', 'e', '{}', false, CURRENT_TIMESTAMP, "
+                "CURRENT_TIMESTAMP)"
+            )
+        )
+        c.execute(
+            text(
+                "INSERT INTO runs (id, experiment_id, status, start_time, updated_at) "
+                "VALUES ('run-1', 'exp-1', 'FINISHED', CURRENT_TIMESTAMP, CURRENT_TIMESTAMP)"
+            )
+        )
+        for step, value in enumerate([0.4, 0.9, None, 0.2, 0.5]):
+            c.execute(
+                text(
+                    "INSERT INTO metrics (run_id, key, value, step, timestamp) "
+                    "VALUES ('run-1', 'acc', :v, :s, CURRENT_TIMESTAMP)"
+                ),
+                {"v": value, "s": step},
+            )
+        c.execute(
+            text(
+                "INSERT INTO latest_metrics (run_id, key, value, step, timestamp) "
+                "VALUES ('run-1', 'acc', 0.5, 4, CURRENT_TIMESTAMP)"
+            )
+        )
+    migrate.upgrade(engine)
+    with engine.connect() as c:
+        row = c.execute(text("SELECT value, min_value, max_value FROM latest_metrics")).one()
+    assert tuple(row) == pytest.approx((0.5, 0.2, 0.9))
+    migrate.downgrade(engine, "0019_signing")
+    migrate.upgrade(engine)
+    engine.dispose()

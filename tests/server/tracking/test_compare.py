@@ -154,6 +154,55 @@ def test_runs_page_sorts_by_any_column_with_keyset_pages(
     assert seen == by_id
 
 
+def test_min_and_max_cover_every_request_not_only_the_latest_point(db: Database) -> None:
+    """The extremes are kept as points arrive: a peak in an early request, an older step sent
+    after a newer one, and NaN points (skipped) all count, and the latest value stays the
+    highest step's."""
+    with db.session() as s:
+        peak = tracking.create_run(s, "admin", sch.RunCreate(experiment_id="mm", run_name="p"))
+        flat = tracking.create_run(s, "admin", sch.RunCreate(experiment_id="mm", run_name="f"))
+        batches = [
+            [(0, 0.5), (1, 0.95), (2, 0.6)],  # the peak, in the first request
+            [(5, 0.7), (3, float("nan"))],
+            [(4, 0.1)],  # an older step, sent last: the new minimum, not the latest value
+        ]
+        for batch in batches:
+            points = [{"key": "acc", "value": v, "step": st} for st, v in batch]
+            tracking.log_metrics(s, "admin", peak.id, sch.LogMetrics(points=points))
+        for step in range(3):
+            tracking.log_metrics(
+                s, "admin", flat.id, sch.LogMetrics(metrics={"acc": 0.8}, step=step)
+            )
+        tracking.log_metrics(
+            s, "admin", flat.id, sch.LogMetrics(metrics={"acc": float("nan")}, step=9)
+        )
+    cols = compare.parse_columns(["metric_min:acc", "metric_max:acc", "metric:acc"])
+    with db.session(readonly=True) as s:
+        for kind, desc, order in (
+            ("metric_max", True, ["p", "f"]),
+            ("metric_min", False, ["p", "f"]),
+        ):
+            page = compare.runs_page(
+                s,
+                experiment_ids=["mm"],
+                filter_text=None,
+                status=None,
+                sort_kind=kind,
+                sort_key="acc",
+                desc=desc,
+                columns=cols,
+                limit=10,
+                page_token=None,
+            )
+            assert [r.name for r in page.runs] == order
+        cells = page.cells
+    assert cells[peak.id]["metric_min:acc"] == pytest.approx(0.1)
+    assert cells[peak.id]["metric_max:acc"] == pytest.approx(0.95)
+    assert cells[peak.id]["metric:acc"] == pytest.approx(0.7)  # step 5 stays the latest
+    assert cells[flat.id]["metric_min:acc"] == pytest.approx(0.8)
+    assert cells[flat.id]["metric_max:acc"] == pytest.approx(0.8)  # the NaN at step 9 is skipped
+
+
 def test_bad_inputs_are_refused_with_reasons(db: Database) -> None:
     ids = _seed(db)
     with db.session(readonly=True) as s:

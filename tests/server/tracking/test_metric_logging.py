@@ -336,7 +336,7 @@ def test_insert_is_in_the_session_transaction(api: httpx.Client, db: Database) -
     now = datetime.now(UTC)
     with pytest.raises(RuntimeError), db.session() as s:
         repo.insert_metrics(s, [(run_id, "a", 1.0, i, now) for i in range(50)])
-        repo.upsert_latest(s, [(run_id, "a", 1.0, 49, now)])
+        repo.upsert_latest(s, [(run_id, "a", 1.0, 49, now, 1.0, 1.0)])
         assert s.scalar(select(Metric.id).where(Metric.run_id == run_id).limit(1)) is not None
         raise RuntimeError("later step of the request failed")
     with db.session(readonly=True) as s:

@@ -81,7 +81,9 @@ class Metric(Base):
 
 
 class LatestMetric(Base):
-    """Summary row per (run, key): the value at the highest step (latest timestamp on ties)."""
+    """Summary row per (run, key): the value at the highest step (latest timestamp on ties),
+    and the smallest and largest value over the whole history (NaN points skipped), so the runs
+    table sorts by a metric's min or max without aggregating every run's history."""
 
     __tablename__ = "latest_metrics"
     __table_args__ = (Index("ix_latest_metrics_key_value", "key", "value"),)
@@ -91,6 +93,8 @@ class LatestMetric(Base):
     value: Mapped[float | None] = mapped_column(Float)
     step: Mapped[int] = mapped_column(BigInteger, default=0)
     timestamp: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    min_value: Mapped[float | None] = mapped_column(Float)
+    max_value: Mapped[float | None] = mapped_column(Float)
 
 
 class RunDataset(Base):

@@ -8,7 +8,19 @@ from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Dialect, Select, Table, and_, delete, func, insert, or_, select
+from sqlalchemy import (
+    Connection,
+    Dialect,
+    Select,
+    Table,
+    and_,
+    case,
+    delete,
+    func,
+    insert,
+    or_,
+    select,
+)
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import DBAPIError
@@ -165,9 +177,14 @@ def insert_metrics(s: Session, rows: Sequence[MetricRow]) -> None:
         conn.exec_driver_sql(fast.sql, fast.driver_params(params))
 
 
-def upsert_latest(s: Session, rows: Sequence[MetricRow]) -> None:
-    """Keeps latest_metrics at the highest step (latest timestamp on ties) per key. ``rows``
-    holds each key once."""
+# A key's latest point plus the smallest and largest value of the request's points of that key.
+LATEST_COLUMNS = (*METRIC_COLUMNS, "min_value", "max_value")
+LatestRow = tuple[str, str, float | None, int, datetime, float | None, float | None]
+
+
+def upsert_latest(s: Session, rows: Sequence[LatestRow]) -> None:
+    """Keeps latest_metrics at the highest step (latest timestamp on ties) per key, and its
+    min/max over every point ever logged. ``rows`` holds each key once."""
     if not rows:
         return
     conn = s.connection()
@@ -177,60 +194,72 @@ def upsert_latest(s: Session, rows: Sequence[MetricRow]) -> None:
 
 def _latest_upsert(dialect: Dialect) -> Any:
     ins = (pg_insert if dialect.name == "postgresql" else sqlite_insert)(LatestMetric.__table__)
-    newer = or_(
-        ins.excluded.step > LatestMetric.step,
-        and_(
-            ins.excluded.step == LatestMetric.step, ins.excluded.timestamp >= LatestMetric.timestamp
-        ),
-    )
+    new, old = ins.excluded, LatestMetric.__table__.c
+    newer = or_(new.step > old.step, and_(new.step == old.step, new.timestamp >= old.timestamp))
+
+    def latest(col: str) -> Any:
+        return case((newer, new[col]), else_=old[col])
+
+    def extreme(col: str, better: Callable[[Any, Any], Any]) -> Any:
+        # NULL (NaN points) never wins: the other side's value stays.
+        return case(
+            (new[col].is_(None), old[col]),
+            (or_(old[col].is_(None), better(new[col], old[col])), new[col]),
+            else_=old[col],
+        )
+
+    # No WHERE: an older point can still move the min or max.
     return ins.on_conflict_do_update(
         index_elements=["run_id", "key"],
         set_={
-            "value": ins.excluded.value,
-            "step": ins.excluded.step,
-            "timestamp": ins.excluded.timestamp,
+            "value": latest("value"),
+            "step": latest("step"),
+            "timestamp": latest("timestamp"),
+            "min_value": extreme("min_value", lambda a, b: a < b),
+            "max_value": extreme("max_value", lambda a, b: a > b),
         },
-        where=newer,
     )
 
 
 class _MetricStatement:
-    """A statement over METRIC_COLUMNS compiled once for one dialect and fed plain tuples: the
-    columns' bind processors (the types' own) are applied here rather than by SQLAlchemy's
-    per-row parameter processing."""
+    """A statement over ``columns`` (METRIC_COLUMNS, or LATEST_COLUMNS for the summary upsert)
+    compiled once for one dialect and fed plain tuples: the columns' bind processors (the
+    types' own) are applied here rather than by SQLAlchemy's per-row parameter processing."""
 
-    def __init__(self, dialect: Dialect, stmt: Any, table: Table) -> None:
-        compiled = stmt.compile(dialect=dialect, column_keys=list(METRIC_COLUMNS))
+    def __init__(self, dialect: Dialect, stmt: Any, table: Table, columns: tuple[str, ...]) -> None:
+        compiled = stmt.compile(dialect=dialect, column_keys=list(columns))
         self.sql = str(compiled)
+        self.columns = columns
         # qmark (SQLite) takes tuples in the compiled order; pyformat (psycopg) takes dicts.
         self.positional = compiled.positiontup is not None
-        if self.positional and tuple(compiled.positiontup) != METRIC_COLUMNS:
+        if self.positional and tuple(compiled.positiontup) != columns:
             raise RuntimeError(f"unexpected bind order {compiled.positiontup} for {self.sql}")
-        procs = {
-            c: table.c[c].type.dialect_impl(dialect).bind_processor(dialect) for c in METRIC_COLUMNS
-        }
+        procs = {c: table.c[c].type.dialect_impl(dialect).bind_processor(dialect) for c in columns}
         self.ts_proc = procs.pop("timestamp") or _same
-        self.value_proc = procs.pop("value") or _same  # SQLite: float(), None stays None
+        # SQLite: float(), None stays None; the same Float type for value, min and max.
+        self.value_proc = procs.pop("value") or _same
+        for extra in columns[len(METRIC_COLUMNS) :]:
+            procs.pop(extra)
         if any(procs.values()):  # none today; fail loudly rather than store unconverted values
             raise RuntimeError(f"{dialect.name}: unhandled bind processors {procs}")
 
-    def params(self, rows: Sequence[MetricRow]) -> list[tuple[Any, ...]]:
+    def params(self, rows: Sequence[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
         # Timestamps: one per request as a rule (the server's "now"), so each distinct one is
         # converted once instead of once per row.
         ts_proc, value_proc = self.ts_proc, self.value_proc
         converted: dict[datetime, Any] = {}
         out = []
-        for run_id, key, value, step, ts in rows:
+        for run_id, key, value, step, ts, *extremes in rows:
             db_ts = converted.get(ts, _MISSING)
             if db_ts is _MISSING:
                 db_ts = converted[ts] = ts_proc(ts)
-            out.append((run_id, key, value_proc(value), step, db_ts))
+            out.append((run_id, key, value_proc(value), step, db_ts, *map(value_proc, extremes)))
         return out
 
     def driver_params(self, params: list[tuple[Any, ...]]) -> list[Any]:
         if self.positional:
             return params
-        return [dict(zip(METRIC_COLUMNS, p, strict=True)) for p in params]
+        return [dict(zip(self.columns, p, strict=True)) for p in params]
 
 
 def _same(value: Any) -> Any:
@@ -251,7 +280,8 @@ def _metric_statement(
     fast = per_dialect.get(name)
     if fast is None:
         stmt = build(dialect) if build else table.insert().inline()
-        fast = per_dialect[name] = _MetricStatement(dialect, stmt, table)
+        columns = LATEST_COLUMNS if table is LatestMetric.__table__ else METRIC_COLUMNS
+        fast = per_dialect[name] = _MetricStatement(dialect, stmt, table, columns)
     return fast
 
 
@@ -412,24 +442,26 @@ def metric_histories(
 def metric_extremes(
     s: Session, run_ids: Sequence[str], keys: Sequence[str]
 ) -> dict[str, dict[str, tuple[float | None, float | None]]]:
-    """Per run and key: (min, max) over the whole history (NaN points ignored)."""
+    """Per run and key: (min, max) over the whole history (NaN points ignored), as the metric
+    upsert keeps them on latest_metrics."""
     out: dict[str, dict[str, tuple[float | None, float | None]]] = {r: {} for r in run_ids}
     if not run_ids or not keys:
         return out
-    q = (
-        select(Metric.run_id, Metric.key, func.min(Metric.value), func.max(Metric.value))
-        .where(Metric.run_id.in_(list(run_ids)), Metric.key.in_(list(keys)))
-        .group_by(Metric.run_id, Metric.key)
-    )
+    q = select(
+        LatestMetric.run_id, LatestMetric.key, LatestMetric.min_value, LatestMetric.max_value
+    ).where(LatestMetric.run_id.in_(list(run_ids)), LatestMetric.key.in_(list(keys)))
     for run_id, key, lo, hi in s.execute(q):
         out[run_id][key] = (lo, hi)
     return out
 
 
 def metric_extreme_value(run_col: Any, key: str, which: str) -> Any:
-    """Sort expression: a run's minimum or maximum of metric ``key`` (``which`` min|max)."""
-    agg = func.min(Metric.value) if which == "min" else func.max(Metric.value)
-    return select(agg).where(Metric.run_id == run_col, Metric.key == key).scalar_subquery()
+    """Sort expression: a run's minimum or maximum of metric ``key`` (``which`` min|max): one
+    primary-key read of its latest_metrics row, not an aggregate over its history."""
+    col = LatestMetric.min_value if which == "min" else LatestMetric.max_value
+    return (
+        select(col).where(LatestMetric.run_id == run_col, LatestMetric.key == key).scalar_subquery()
+    )
 
 
 def experiment_keys(
