@@ -9,6 +9,7 @@ pytest worker gets a fresh database that is dropped at the end.
 from __future__ import annotations
 
 import os
+import re
 import socket
 import threading
 import time
@@ -34,6 +35,20 @@ from podstack.server.db.session import Database
 pytest_plugins = ["tests.s3_server"]
 
 ADMIN_TOKEN = "pst_test-admin-token-0123456789abcdef"
+
+_CSRF_META = re.compile(r'name="csrf-token" content="([^"]+)"')
+
+
+def signed_in(base_url: str, password: str = ADMIN_TOKEN) -> httpx.Client:
+    """An httpx client signed in to the UI of the server at ``base_url`` (as admin by default),
+    through the login form and its CSRF token, as a browser does."""
+    c = httpx.Client(base_url=base_url, follow_redirects=False, timeout=60)
+    token = _CSRF_META.search(c.get("/login").text).group(1)  # type: ignore[union-attr]
+    r = c.post("/login", data={"password": password, "csrf_token": token})
+    assert r.status_code == 303, r.text
+    return c
+
+
 PG_ADMIN_URL = os.environ.get(
     "PODSTACK_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 )

@@ -13,10 +13,12 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
+from typer.testing import CliRunner
 
 from podstack import MLOpsClient
+from podstack.cli.main import app as cli_app
 from podstack.server.mlflow_compat import ids
-from tests.conftest import ADMIN_TOKEN, LiveServer
+from tests.conftest import ADMIN_TOKEN, LiveServer, signed_in
 from tests.server.deployments.conftest import stop_all_model_servers
 
 pytestmark = pytest.mark.one_db
@@ -104,6 +106,16 @@ emit({
     assert version.source_run_id == ids.run_from_mlflow(out["run_id"])
     files = {f.path for f in sdk.list_model_version_files("iris-clf", 1)}
     assert {"MLmodel", "model.skops", "input_example.json"} <= files
+    # MLflow's key-value model tag shows in Podstack's SDK, CLI and UI, apart from labels.
+    model = sdk.get_registered_model("iris-clf")
+    assert model.key_value_tags == {"team": "ml"} and model.tags == []
+    env = {"PODSTACK_URL": live_server.url, "PODSTACK_API_TOKEN": ADMIN_TOKEN}
+    shown = CliRunner().invoke(cli_app, ["models", "show", "iris-clf"], env=env)
+    assert shown.exit_code == 0 and "Key-value tags: team=ml" in shown.output, shown.output
+    web = signed_in(live_server.url)
+    page = web.get("/models/iris-clf").text
+    web.close()
+    assert 'data-kv-tag="team">team: ml</span>' in page
 
     # Deployable with deploy_model: MLflow's sklearn flavour (a skops file) is served, and
     # answers what the original model predicts.

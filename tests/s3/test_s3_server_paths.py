@@ -24,7 +24,7 @@ from podstack.server.backup import service as backup_service
 from podstack.server.config import Settings
 from podstack.server.db.session import Database
 from podstack.server.registry import gc
-from tests.conftest import ADMIN_TOKEN, LiveServer
+from tests.conftest import LiveServer, signed_in
 from tests.s3.conftest import aws_env, bucket_blob_keys, local_blob_files
 from tests.s3_server import SeaweedS3
 from tests.server.registry.helpers import make_run, new_version
@@ -101,20 +101,13 @@ def test_content_removed_from_the_bucket_is_a_clear_error(
     assert "missing" in r.json()["error"]["message"]
 
 
-def _signed_in(base_url: str) -> httpx.Client:
-    c = httpx.Client(base_url=base_url, follow_redirects=False, timeout=60)
-    token = CSRF.search(c.get("/login").text).group(1)  # type: ignore[union-attr]
-    assert c.post("/login", data={"password": ADMIN_TOKEN, "csrf_token": token}).status_code == 303
-    return c
-
-
 def test_registry_files_and_ui_downloads(s3_api: httpx.Client, s3_live_server: LiveServer) -> None:
     files = {"model/model.onnx": b"onnx-bytes", "model/config.json": b'{"a": 1}'}
     run_id = make_run(s3_api, files)
     new_version(s3_api, "s3-model", run_id, "model")
     r = s3_api.get("/registered-models/s3-model/versions/1/files/model.onnx")
     assert r.status_code == 200 and r.content == b"onnx-bytes"
-    web = _signed_in(s3_live_server.url)
+    web = signed_in(s3_live_server.url)
     try:
         base = "/models/s3-model/versions/1/download"
         # Whole version, and a selection of files: zips streamed from the bucket.

@@ -133,6 +133,9 @@ def models_show(
     if m.aliases:
         shown = ", ".join(f"{escape(a)} → v{n}" for a, n in sorted(m.aliases.items()))
         console.print(f"Aliases: {shown}")
+    if m.key_value_tags:
+        shown = ", ".join(f"{escape(k)}={escape(v)}" for k, v in sorted(m.key_value_tags.items()))
+        console.print(f"Key-value tags: {shown}")
     table = Table(title=f"{len(versions)} version(s)")
     for col in ("version", "stage", "created", "by", "run", "aliases", "description"):
         table.add_column(col, overflow="fold")

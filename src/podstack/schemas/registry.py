@@ -54,6 +54,13 @@ class RegisteredModel(Schema):
         default=None, description="The version most recently moved to Production, if any."
     )
     aliases: dict[str, int] = Field(default_factory=dict, description="alias -> version")
+    key_value_tags: dict[str, str] = Field(
+        default_factory=dict,
+        description=(
+            "Key-value tags (MLflow's registered-model tags, set through the MLflow API). "
+            "Filled, like aliases, when one model is read; empty in lists."
+        ),
+    )
 
     @property
     def labels(self) -> list[str]:

@@ -27,7 +27,7 @@ from podstack.server.db.session import Database
 from podstack.server.provenance.models import VersionSignature
 from podstack.server.provenance.store_check import verify_store
 from podstack.server.registry.models import VersionFile
-from tests.conftest import ADMIN_TOKEN, LiveServer
+from tests.conftest import ADMIN_TOKEN, LiveServer, signed_in
 
 pytestmark = pytest.mark.one_db
 
@@ -298,12 +298,10 @@ def test_rotated_server_key_keeps_old_signatures_valid(
 def test_version_page_shows_who_signed_and_the_result(
     sdk: MLOpsClient, live_server: LiveServer, db: Database, tmp_path: Path
 ) -> None:
-    from tests.server.web.test_web_pages import _signed_in
-
     v = _version(sdk, tmp_path)
     priv, _ = _key(tmp_path, "ci")
     sdk.sign_model_version("signed", v, key=priv)
-    web = _signed_in(live_server.url)
+    web = signed_in(live_server.url)
     page = web.get(f"/models/signed/versions/{v}").text
     rows = re.findall(r'<tr data-signature data-valid="(\w+)">\s*<td>([^<]+)</td>', page)
     assert rows == [("true", "Server"), ("true", "admin")]

@@ -18,23 +18,14 @@ from podstack.server.db.base import utcnow
 from podstack.server.db.session import Database
 from podstack.server.registry.models import ModelLabel, RegisteredModel
 from podstack.server.web.core import safe_next
-from tests.conftest import ADMIN_TOKEN, LiveServer
+from tests.conftest import LiveServer, signed_in
 
 CSRF = re.compile(r'name="csrf-token" content="([^"]+)"')
 
 
-def _signed_in(base_url: str) -> httpx.Client:
-    c = httpx.Client(base_url=base_url, follow_redirects=False, timeout=60)
-    page = c.get("/login")
-    token = CSRF.search(page.text).group(1)  # type: ignore[union-attr]
-    r = c.post("/login", data={"password": ADMIN_TOKEN, "csrf_token": token})
-    assert r.status_code == 303
-    return c
-
-
 @pytest.fixture
 def web(live_server: LiveServer, db: Database) -> Iterator[httpx.Client]:
-    c = _signed_in(live_server.url)
+    c = signed_in(live_server.url)
     yield c
     c.close()
 
@@ -93,7 +84,7 @@ def test_state_changes_require_the_session_csrf_token(web: httpx.Client, api: ht
     good = web.post("/models", data={"name": "m1", "csrf_token": _csrf(web)})
     assert good.status_code == 303 and good.headers["location"] == "/models/m1"
     # A token from another session does not work either.
-    other = _signed_in(str(web.base_url))
+    other = signed_in(str(web.base_url))
     r = other.post("/models", data={"name": "m2", "csrf_token": _csrf(web)})
     assert r.status_code == 403
     other.close()

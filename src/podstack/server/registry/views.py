@@ -58,6 +58,7 @@ def _model_docs(
             "latest_version": _summary_doc(latest.get(m.id)),
             "production_version": _summary_doc(prod.get(m.id)),
             "aliases": {},
+            "key_value_tags": {},
         }
         for m in models
     ]
@@ -77,14 +78,15 @@ def model_views(
     *,
     with_aliases: bool = False,
 ) -> list[sch.RegisteredModel]:
-    """Batched: a page of up to 1000 models costs one query, not some per model (plus two
-    per model ``with_aliases``)."""
+    """Batched: a page of up to 1000 models costs one query, not some per model (plus three
+    per model ``with_aliases``: aliases and key-value tags are a single model's details)."""
     out = []
     for m, doc in zip(models, _model_docs(s, models), strict=True):
         if with_aliases:
             rows = repo.aliases_of_model(s, m.id)
             by_id = repo.versions_by_ids(s, [a.version_id for a in rows])
             doc["aliases"] = {a.alias: by_id[a.version_id].version for a in rows}
+            doc["key_value_tags"] = repo.model_tags_of(s, [m.id])[m.id]
         for key in ("latest_version", "production_version"):
             if doc[key] is not None:
                 doc[key] = sch.VersionSummary.model_construct(**doc[key])
