@@ -36,3 +36,13 @@ if [ ! -d tests/oidc/provider/node_modules/oidc-provider ]; then
   echo "ensure-test-deps: npm ci in tests/oidc/provider" >&2
   (cd tests/oidc/provider && npm ci --no-audit --no-fund --loglevel=error)
 fi
+
+# KServe's published API model (the generated OpenAPI classes inside the `kserve` wheel from
+# PyPI), against which tests/server/deployments checks every InferenceService we write. Only
+# downloaded, never installed: the package's own dependencies would pin older psutil and
+# protobuf than ours, and the checker needs just its model classes.
+kserve_wheels=.venv/kserve-wheel
+if ! ls "$kserve_wheels"/kserve-0.21.0-*.whl >/dev/null 2>&1; then
+  echo "ensure-test-deps: downloading the kserve 0.21.0 wheel (its API model, not installed)" >&2
+  .venv/bin/pip download -q --no-deps --only-binary=:all: -d "$kserve_wheels" kserve==0.21.0
+fi

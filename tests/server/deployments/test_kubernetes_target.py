@@ -3,12 +3,13 @@ a fake KServe controller (``FakeKServe``), built to fail the way the real ones d
 
 - its ``CustomObjectsApi`` is ``create_autospec(CustomObjectsApi, instance=True)``, so every
   call is bound to the real client's signature (a misspelt argument is a TypeError);
-- every InferenceService it receives is validated against KServe's published CRD schema, the
-  part of it covering the fields we write (``data/kserve_inferenceservice_v1beta1_subset.yaml``;
-  the full file cannot be committed here: files fetched from other repositories stay out of
-  this repository's history): a schema violation is a 422
-  as from the API server, and fields the schema does not declare, which the API server would
-  prune silently, are recorded and asserted absent;
+- every InferenceService it receives is validated twice: against KServe's published CRD schema,
+  the part of it covering the fields we write with its ``required`` lists and patterns
+  (``data/kserve_inferenceservice_v1beta1_subset.yaml``), and against KServe's whole published
+  API model, every object and field of it, from the pinned ``kserve`` wheel
+  (``kserve_api.py``); a violation of either is a 422 as from the API server, and fields the
+  schema does not declare, which the API server would prune silently, are recorded and
+  asserted absent;
 - it behaves like an API server with a ``status`` subresource (status in a body is ignored;
   ``metadata.generation`` moves on each spec change) and a controller that takes its time: each
   create or patch plays a status plan (``stale`` = the controller has not yet observed the new
@@ -35,6 +36,7 @@ from podstack import MLOpsClient
 from podstack.errors import ValidationFailed
 from podstack.server.deployments import kubernetes as k8s
 from podstack.server.deployments.targets import RunSpec, StartFailed
+from tests.server.deployments import kserve_api
 
 SCHEMA: dict[str, Any] = yaml.safe_load(
     (Path(__file__).parent / "data" / "kserve_inferenceservice_v1beta1_subset.yaml").read_text()
@@ -111,6 +113,10 @@ class FakeKServe:
         except jsonschema.ValidationError as exc:
             self.rejected.append(exc.message)
             raise ApiException(status=422, reason=f"Invalid: {exc.message}") from None
+        wrong = kserve_api.type_errors(body)
+        if wrong:
+            self.rejected += wrong
+            raise ApiException(status=422, reason=f"Invalid: {'; '.join(wrong)}")
         k8s_models.V1ObjectMeta.model_validate(body["metadata"])
         gone = undeclared(body, SCHEMA)
         self.pruned += gone
@@ -205,6 +211,7 @@ def assert_valid_inference_service(isvc: dict[str, Any]) -> None:
     pod-level pieces through the Kubernetes client's own (pydantic, extra=forbid) models."""
     VALIDATOR.validate(isvc)
     assert undeclared(isvc, SCHEMA) == [], "fields the API server would prune"
+    assert kserve_api.problems(isvc) == [], "against KServe's whole published API model"
     predictor = isvc["spec"]["predictor"]
     pieces: list[tuple[type[Any], Any]] = [
         (k8s_models.V1ObjectMeta, isvc["metadata"]),
@@ -420,6 +427,12 @@ def test_the_fake_refuses_what_the_api_server_refuses(fake_k8s: FakeKServe) -> N
     del bad["spec"]["predictor"]["model"]["modelFormat"]["name"]  # required by the CRD
     with pytest.raises(ApiException):
         api.create_namespaced_custom_object(KSERVE[0], KSERVE[1], "models", KSERVE[2], bad)
+    # A field our subset leaves out but KServe's full model declares, with the wrong type.
+    bad = copy.deepcopy(good)
+    bad["spec"]["predictor"]["model"]["runtimeVersion"] = 2  # the published model: a string
+    with pytest.raises(ApiException) as exc:
+        api.create_namespaced_custom_object(KSERVE[0], KSERVE[1], "models", KSERVE[2], bad)
+    assert exc.value.status == 422 and "runtimeVersion: expected str" in exc.value.reason
     # An undeclared field is pruned, silently as on a real cluster, and recorded here.
     typo = copy.deepcopy(good)
     typo["spec"]["predictor"]["model"]["storageURI"] = "s3://x"
