@@ -170,6 +170,34 @@ def test_gc_reclaims_unreferenced_blobs_in_the_bucket(
     assert store.exists(reused)
 
 
+def test_gc_removes_kserve_copies_of_deleted_versions_only(
+    s3_api: httpx.Client, s3_settings: Settings, s3_server: SeaweedS3, db: Database
+) -> None:
+    """A version published for KServe (copied by path under models/) leaves its copy behind
+    when it is deleted: gc reports it, removes it with --delete, and keeps every copy of a
+    version that still exists (and every blob)."""
+    store = _store(s3_settings, s3_server)
+    for model, version in store.published_versions():  # earlier tests' (their rows are wiped)
+        store.delete_published(model, version)
+    run_id = make_run(s3_api, {"model.pt": b"kserve weights"})
+    for _ in range(2):
+        new_version(s3_api, "kserve-gc", run_id)
+    files = [("model.pt", _sha(b"kserve weights"))]
+    for v in (1, 2):
+        store.publish_version("kserve-gc", v, files)
+    assert s3_api.delete("/registered-models/kserve-gc/versions/2").status_code == 204
+
+    report = gc.collect(db, store, grace_seconds=0)  # dry run: nothing removed
+    assert (report.orphan_version_copies, report.orphan_version_copy_bytes) == (1, 14)
+    assert set(store.published_versions()) >= {("kserve-gc", 1), ("kserve-gc", 2)}
+    report = gc.collect(db, store, delete=True, grace_seconds=0)
+    assert report.orphan_version_copies == 1
+    copies = store.published_versions()
+    assert ("kserve-gc", 1) in copies and ("kserve-gc", 2) not in copies
+    assert store.exists(_sha(b"kserve weights"))  # the blob is version 1's too
+    assert gc.collect(db, store, grace_seconds=0).orphan_version_copies == 0
+
+
 def test_backup_from_the_bucket_restores_into_another(
     s3_api: httpx.Client,
     s3_settings: Settings,

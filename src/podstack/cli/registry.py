@@ -519,8 +519,14 @@ def gc(
             f"{verb} {report.stale_uploads} abandoned upload(s) (temp files, multipart uploads), "
             f"{tmp_mib:.1f} MiB."
         )
+    if report.orphan_version_copies:
+        copy_mib = report.orphan_version_copy_bytes / 1024**2
+        console.print(
+            f"{verb} {report.orphan_version_copies} copy(ies) of deleted versions published for "
+            f"KServe (models/<model>/<version>/ in the bucket), {copy_mib:.1f} MiB."
+        )
     if verbose:
         for d in report.digests:
             console.print(d, markup=False)
-    if not delete and (report.reclaimable or report.stale_uploads):
+    if not delete and (report.reclaimable or report.stale_uploads or report.orphan_version_copies):
         console.print("Dry run: nothing was deleted. Re-run with --delete to reclaim it.")

@@ -281,3 +281,7 @@ class GcReport(Schema):
     stale_uploads: int
     stale_upload_bytes: int
     digests: list[str] = Field(default_factory=list)
+    # Object store only: copies of versions laid out by path for KServe (``models/<m>/<v>/``)
+    # whose version no longer exists.
+    orphan_version_copies: int = 0
+    orphan_version_copy_bytes: int = 0

@@ -611,6 +611,26 @@ class S3BlobStore:
             self._copy_within(self.key_for(sha), dest)
         return self.version_uri(model, version)
 
+    def published_versions(self) -> dict[tuple[str, int], tuple[int, int]]:
+        """Every version copy under ``models/``: (model, version) -> (objects, bytes)."""
+        base = self.location.key("models/")
+        out: dict[tuple[str, int], tuple[int, int]] = {}
+        for o in self._list(base):
+            model, _, rest = o["Key"][len(base) :].partition("/")
+            version, _, rel = rest.partition("/")
+            if not model or not version.isdigit() or not rel:
+                continue  # not a copy this store wrote: left alone
+            n, size = out.get((model, int(version)), (0, 0))
+            out[(model, int(version))] = (n + 1, size + int(o["Size"]))
+        return out
+
+    def delete_published(self, model: str, version: int) -> None:
+        """Removes a version's copy (its blobs stay: they are the store's, and gc's)."""
+        keys = [o["Key"] for o in self._list(self.version_prefix(model, version))]
+        for i in range(0, len(keys), 1000):  # DeleteObjects takes at most 1,000 keys
+            batch = [{"Key": k} for k in keys[i : i + 1000]]
+            self.client.delete_objects(Bucket=self.bucket, Delete={"Objects": batch, "Quiet": True})
+
     # ---------------------------------------------------------------- housekeeping
 
     def delete(self, sha256: str) -> bool:

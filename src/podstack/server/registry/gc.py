@@ -23,6 +23,7 @@ from podstack.schemas.registry import GcReport
 from podstack.server.artifacts import service as artifacts
 from podstack.server.artifacts.store import BlobInfo
 from podstack.server.artifacts.store_factory import ArtifactStore
+from podstack.server.artifacts.store_s3 import S3BlobStore
 from podstack.server.db.session import Database
 from podstack.server.registry import repository as repo
 
@@ -70,6 +71,7 @@ def collect(
         stale_upload_bytes=sum(u.size for u in stale),
         digests=sorted(b.sha256 for b in old),
     )
+    _collect_version_copies(db, store, report, delete)
     if not delete:
         return report
     # Read the references again right before deleting: one may have committed since the
@@ -93,3 +95,22 @@ def collect(
     report.reclaimable_bytes = removed_bytes
     report.digests = sorted(removed)
     return report
+
+
+def _collect_version_copies(
+    db: Database, store: ArtifactStore, report: GcReport, delete: bool
+) -> None:
+    """The object store's copies of versions for KServe (``publish_version``) whose version
+    was deleted since: nothing serves from them any more (a deployed version cannot be
+    deleted), and a version's copy is only ever made while the version exists."""
+    if not isinstance(store, S3BlobStore):
+        return  # the local store makes no copies
+    published = store.published_versions()
+    with db.session(readonly=True) as s:
+        live = repo.existing_versions(s, sorted({m for m, _ in published}))
+    orphans = {k: v for k, v in published.items() if k not in live}
+    report.orphan_version_copies = len(orphans)
+    report.orphan_version_copy_bytes = sum(size for _, size in orphans.values())
+    if delete:
+        for model, version in orphans:
+            store.delete_published(model, version)

@@ -220,6 +220,18 @@ def referenced_digests(s: Session) -> set[str]:
     return set(s.scalars(select(VersionFile.sha256).distinct()))
 
 
+def existing_versions(s: Session, model_names: Sequence[str]) -> set[tuple[str, int]]:
+    """Which (model name, version number) pairs of those models exist."""
+    if not model_names:
+        return set()
+    q = (
+        select(RegisteredModel.name, ModelVersion.version)
+        .join(ModelVersion, ModelVersion.model_id == RegisteredModel.id)
+        .where(RegisteredModel.name.in_(list(model_names)))
+    )
+    return {(name, version) for name, version in s.execute(q)}
+
+
 def delete_version(s: Session, mv: ModelVersion) -> None:
     s.delete(mv)
     s.flush()
