@@ -1,7 +1,7 @@
 """Mounts the MLflow-compatible API: ``mount(app)`` (called by ``server/app.py``).
 
-- ``/api/2.0/mlflow/...``: tracking (``tracking.py``, ``logged_models.py``) and the model
-  registry (``registry.py``);
+- ``/api/2.0/mlflow/...``: tracking (``experiments.py``, ``tracking.py``,
+  ``logged_models.py``) and the model registry (``registry.py``);
 - ``/api/2.0/mlflow-artifacts/...``: proxied artifacts (``artifacts.py``);
 - ``/api/3.0/mlflow/server-info``: the capability probe of MLflow 3 clients.
 
@@ -17,7 +17,13 @@ from typing import Any
 from fastapi import APIRouter, FastAPI
 
 from podstack.server.deps import ViewerCtx
-from podstack.server.mlflow_compat import artifacts, logged_models, registry, tracking
+from podstack.server.mlflow_compat import (
+    artifacts,
+    experiments,
+    logged_models,
+    registry,
+    tracking,
+)
 from podstack.server.mlflow_compat.errors import MlflowError, MlflowRoute
 
 # MLflow's own server also answers every endpoint under /ajax-api/2.0/mlflow, for its web UI;
@@ -69,6 +75,7 @@ def _v3() -> APIRouter:
 def mount(app: FastAPI) -> None:
     fallback = _fallback()
     for prefix in TRACKING_PREFIXES:
+        app.include_router(experiments.router, prefix=prefix, include_in_schema=False)
         app.include_router(tracking.router, prefix=prefix, include_in_schema=False)
         app.include_router(logged_models.router, prefix=prefix, include_in_schema=False)
         app.include_router(registry.router, prefix=prefix, include_in_schema=False)
