@@ -15,7 +15,7 @@ from sqlalchemy.exc import IntegrityError
 
 from podstack.errors import ValidationFailed
 from podstack.server.db.session import Database
-from podstack.server.tracking import repository as repo
+from podstack.server.tracking import metric_writes as repo
 from podstack.server.tracking.models import LatestMetric, Metric
 from tests.conftest import current_db_kind
 from tests.http_errors import api_error as _error

@@ -15,7 +15,7 @@ from podstack.schemas import tracking as sch
 from podstack.server.audit import service as audit
 from podstack.server.db.base import as_utc, model_to_dict, new_id, utcnow
 from podstack.server.pagination import clamp_limit, decode_token, encode_token, page_of
-from podstack.server.tracking import filters
+from podstack.server.tracking import filters, metric_writes
 from podstack.server.tracking import repository as repo
 from podstack.server.tracking.models import (
     Experiment,
@@ -257,8 +257,8 @@ def log_params(s: Session, actor: str, run_id: str, params: dict[str, str]) -> N
 def log_metrics(s: Session, actor: str, run_id: str, body: sch.LogMetrics) -> int:
     require_active_run(s, run_id)
     now = utcnow()
-    # Plain tuples in repo.METRIC_COLUMNS order: this loop runs once per point (issue 8).
-    rows: list[repo.MetricRow] = []
+    # Plain tuples in metric_writes.METRIC_COLUMNS order: this loop runs once per point (issue 8).
+    rows: list[metric_writes.MetricRow] = []
     if body.metrics:
         step = body.step or 0
         # Aware, so it compares with the server's "now" when picking a key's latest point.
@@ -273,12 +273,12 @@ def log_metrics(s: Session, actor: str, run_id: str, body: sch.LogMetrics) -> in
             rows.append((run_id, p["key"], v if v == v else None, p.get("step", 0), ts))
     if not rows:
         raise ValidationFailed("No metrics given: send 'metrics' or 'points'.", {})
-    repo.insert_metrics(s, rows)
+    metric_writes.insert_metrics(s, rows)
     # Per key, the point with the highest step, the latest timestamp on ties (later in the
     # request wins a full tie, as the upsert's >= does across requests), and the key's min and
     # max over the request (NULL, i.e. NaN, is skipped; the upsert merges them with the stored
     # ones). ~0.1 ms per 1,000 points.
-    latest: dict[str, repo.MetricRow] = {}
+    latest: dict[str, metric_writes.MetricRow] = {}
     lo: dict[str, float] = {}
     hi: dict[str, float] = {}
     for r in rows:
@@ -295,7 +295,7 @@ def log_metrics(s: Session, actor: str, run_id: str, body: sch.LogMetrics) -> in
             lo[key] = v
         elif v > hi[key]:
             hi[key] = v
-    repo.upsert_latest(s, [(*r, lo.get(k), hi.get(k)) for k, r in latest.items()])
+    metric_writes.upsert_latest(s, [(*r, lo.get(k), hi.get(k)) for k, r in latest.items()])
     audit.record(
         s,
         actor,
