@@ -23,6 +23,7 @@ from typing import Any
 import pytest
 
 from podstack import MLOpsClient
+from podstack.server.auth import passwords
 from podstack.server.auth import service as auth_service
 from podstack.server.db.session import Database
 from tests.conftest import ADMIN_TOKEN, IN_CI, LiveServer
@@ -64,10 +65,10 @@ def _fast_password_hashing() -> Iterator[None]:
     session keeps the real code path (hash, verify, lockout) at a fraction of the time."""
     from argon2 import PasswordHasher
 
-    original = auth_service._hasher
-    auth_service._hasher = PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)
+    original = passwords._hasher
+    passwords._hasher = PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)
     yield
-    auth_service._hasher = original
+    passwords._hasher = original
 
 
 @pytest.fixture(scope="session")

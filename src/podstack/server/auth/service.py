@@ -1,4 +1,6 @@
-"""Users, passwords, API tokens and the first-start admin. Every auth rule lives here."""
+"""Users, API tokens and the first-start admin: the auth capability's entry point. Password
+hashing and password sign-in live in passwords.py (``authenticate_password`` is re-exported
+here)."""
 
 from __future__ import annotations
 
@@ -9,8 +11,6 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from argon2 import PasswordHasher
-from argon2.exceptions import InvalidHashError, VerificationError
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
@@ -18,16 +18,22 @@ from podstack.errors import Conflict, NotFound, PermissionDenied, Unauthenticate
 from podstack.server.audit import service as audit
 from podstack.server.auth import token_cache
 from podstack.server.auth.models import SERVICE_KIND, ApiToken, User
+from podstack.server.auth.passwords import (
+    authenticate_password,
+    hash_password,
+    refuse_service_account_password,
+)
 from podstack.server.auth.principal import ROLES, Principal
 from podstack.server.db.base import as_utc, utcnow
+
+# Re-exported: the sign-in routes reach password sign-in through the service.
+__all__ = ["authenticate_password"]
 
 TOKEN_PREFIX = "pst_"
 _USERNAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 _EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+$")
-_hasher = PasswordHasher()
 # Throttle last_used_at writes: one UPDATE per token per minute is plenty for humans.
 _LAST_USED_RESOLUTION = timedelta(minutes=1)
-MIN_PASSWORD_LENGTH = 8
 _MAX_ID = 2**31  # ids are 32-bit integer columns
 
 
@@ -77,14 +83,6 @@ def validate_display_name(display_name: str | None) -> str | None:
             "Display names are at most 200 characters.", {"field": "display_name"}
         )
     return display_name
-
-
-def hash_password(password: str) -> str:
-    if len(password) < MIN_PASSWORD_LENGTH:
-        raise ValidationFailed(
-            f"Passwords need at least {MIN_PASSWORD_LENGTH} characters.", {"field": "password"}
-        )
-    return _hasher.hash(password)
 
 
 # ---------------------------------------------------------------- users
@@ -198,19 +196,9 @@ def set_disabled(session: Session, actor: str, username: str, disabled: bool) ->
     return user
 
 
-def _refuse_service_account_password(user: User) -> None:
-    # Service accounts (auth/service_accounts.py) authenticate with API tokens only.
-    if user.kind == SERVICE_KIND:
-        raise ValidationFailed(
-            f"{user.username!r} is a service account: service accounts authenticate with API "
-            "tokens only and cannot have a password.",
-            {"field": "password", "username": user.username},
-        )
-
-
 def set_password(session: Session, actor: str, username: str, password: str) -> User:
     user = get_user(session, username)
-    _refuse_service_account_password(user)
+    refuse_service_account_password(user)
     user.password_hash = hash_password(password)
     end_browser_sessions(user)
     audit.record(session, actor, "user.set_password", "user", username)
@@ -274,61 +262,6 @@ def _ensure_other_admin(session: Session, user: User) -> None:
     )
     if not others:
         raise Conflict("Refusing to remove the last active admin.", {"username": user.username})
-
-
-_dummy_hash: str | None = None
-
-
-def _verify_dummy(password: str) -> None:
-    """One argon2 verification that always fails: the same work as checking a real password,
-    so the time taken does not tell an unknown or locked account from a real one."""
-    global _dummy_hash
-    if _dummy_hash is None:
-        _dummy_hash = _hasher.hash(secrets.token_urlsafe(16))
-    try:
-        _hasher.verify(_dummy_hash, password)
-    except (VerificationError, InvalidHashError):
-        pass
-
-
-def sign_in_refused(max_failures: int, lockout_seconds: int) -> Unauthenticated:
-    """The one answer to every refused password sign-in. Unknown user, wrong password, disabled
-    or locked account all read the same (message, status, no details), so nobody can tell which
-    usernames exist by failing a few times and watching for a lockout message."""
-    minutes = max(1, round(lockout_seconds / 60))
-    return Unauthenticated(
-        f"Wrong username or password. After {max_failures} failed attempts in a row an "
-        f"account is locked for {minutes} minute{'s' if minutes != 1 else ''}."
-    )
-
-
-def authenticate_password(
-    session: Session, username: str, password: str, *, max_failures: int, lockout_seconds: int
-) -> User:
-    """Checks a password; locks the account for a while after repeated failures."""
-    user = session.scalar(select(User).where(User.username == username))
-    now = utcnow()
-    generic = sign_in_refused(max_failures, lockout_seconds)
-    if user is None or user.disabled or not user.password_hash:
-        _verify_dummy(password)
-        raise generic
-    if user.locked_until and user.locked_until > now:
-        # Locked: refused like any wrong password (even the right one, until the lock ends).
-        _verify_dummy(password)
-        raise generic
-    try:
-        _hasher.verify(user.password_hash, password)
-    except (VerificationError, InvalidHashError):
-        user.failed_logins += 1
-        if user.failed_logins >= max_failures:
-            user.locked_until = now + timedelta(seconds=lockout_seconds)
-            user.failed_logins = 0
-        raise generic
-    user.failed_logins = 0
-    user.locked_until = None
-    if _hasher.check_needs_rehash(user.password_hash):
-        user.password_hash = _hasher.hash(password)
-    return user
 
 
 # ---------------------------------------------------------------- tokens
