@@ -13,7 +13,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from podstack.cli.common import Token, Url, console, fmt_time, open_client, print_table
+from podstack.cli.common import Token, Url, console, fmt_time, list_table, open_client, print_table
 from podstack.schemas import approvals as sch
 
 app = typer.Typer(
@@ -65,18 +65,10 @@ def list_requests(
     """List approval requests (pending ones unless --status or --all)."""
     with open_client(url, token) as c:
         rows = c.list_approval_requests(status=None if all_ else status, model_name=model)
-    table = Table(title=f"{len(rows)} request(s)")
-    for col in (
-        "id",
-        "model",
-        "version",
-        "transition",
-        "requester",
-        "status",
-        "approvals",
-        "created",
-    ):
-        table.add_column(col, overflow="fold")
+    table = list_table(
+        f"{len(rows)} request(s)",
+        ("id", "model", "version", "transition", "requester", "status", "approvals", "created"),
+    )
     for r in rows:
         table.add_row(
             r.id,
@@ -312,9 +304,10 @@ def policies_list(url: Url = None, token: Token = None) -> None:
     """The default policy and every model's own policy."""
     with open_client(url, token) as c:
         rows = c.list_approval_policies()
-    table = Table(title=f"{len(rows)} polic{'y' if len(rows) == 1 else 'ies'}")
-    for col in ("model", "gated stages", "reviewers", "groups", "required", "gates"):
-        table.add_column(col, overflow="fold")
+    table = list_table(
+        f"{len(rows)} polic{'y' if len(rows) == 1 else 'ies'}",
+        ("model", "gated stages", "reviewers", "groups", "required", "gates"),
+    )
     for p in rows:
         table.add_row(
             escape(p.model_name or "(default)"),
@@ -334,9 +327,7 @@ def policies_list(url: Url = None, token: Token = None) -> None:
 def groups_list(url: Url = None, token: Token = None) -> None:
     with open_client(url, token) as c:
         rows = c.list_groups()
-    table = Table(title=f"{len(rows)} group(s)")
-    for col in ("name", "members", "description"):
-        table.add_column(col, overflow="fold")
+    table = list_table(f"{len(rows)} group(s)", ("name", "members", "description"))
     for g in rows:
         table.add_row(
             escape(g.name), escape(", ".join(g.members) or "-"), escape(g.description or "")
@@ -387,9 +378,9 @@ def groups_remove(group: str, username: str, url: Url = None, token: Token = Non
 def webhooks_list(url: Url = None, token: Token = None) -> None:
     with open_client(url, token) as c:
         rows = c.list_webhooks()
-    table = Table(title=f"{len(rows)} webhook(s)")
-    for col in ("id", "url", "events", "models", "enabled", "description"):
-        table.add_column(col, overflow="fold")
+    table = list_table(
+        f"{len(rows)} webhook(s)", ("id", "url", "events", "models", "enabled", "description")
+    )
     for w in rows:
         table.add_row(
             w.id,
@@ -460,9 +451,9 @@ def webhooks_deliveries(
     """Recent deliveries with their attempts."""
     with open_client(url, token) as c:
         rows = c.list_webhook_deliveries(webhook_id, status=status)
-    table = Table(title=f"{len(rows)} deliveries")
-    for col in ("id", "event", "status", "attempts", "last answer", "created"):
-        table.add_column(col, overflow="fold")
+    table = list_table(
+        f"{len(rows)} deliveries", ("id", "event", "status", "attempts", "last answer", "created")
+    )
     for d in rows:
         answer = (
             f"HTTP {d.last_status_code}" if d.last_status_code is not None else d.last_error or "-"

@@ -8,7 +8,7 @@ stderr and exit code 1; tracebacks are for bugs only.
 from __future__ import annotations
 
 import getpass
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
 from typing import Annotated, Any, NoReturn
@@ -133,6 +133,15 @@ def print_table(table: Table) -> None:
         console.print(table)
     else:
         Console(width=250, highlight=False).print(table)
+
+
+def list_table(title: str, columns: Iterable[str]) -> Table:
+    """A titled table for a listing (print it with ``print_table``). A cell too long for its
+    column folds onto more lines rather than being cut, so ids and names stay whole."""
+    table = Table(title=title)
+    for col in columns:
+        table.add_column(col, overflow="fold")
+    return table
 
 
 def fmt_time(value: datetime | None, empty: str = "-") -> str:

@@ -24,6 +24,7 @@ from podstack.cli.common import (
     console,
     fail,
     fmt_time,
+    list_table,
     local_database,
     open_client,
     print_table,
@@ -97,9 +98,10 @@ def models_list(
             max_results=limit,
             page_token=page_token,
         )
-    table = Table(title=f"{len(page)} model(s)")
-    for col in ("name", "latest", "production", "labels", "updated", "description"):
-        table.add_column(col, overflow="fold")
+    table = list_table(
+        f"{len(page)} model(s)",
+        ("name", "latest", "production", "labels", "updated", "description"),
+    )
     for m in page:
         table.add_row(
             escape(m.name),
@@ -136,9 +138,10 @@ def models_show(
     if m.key_value_tags:
         shown = ", ".join(f"{escape(k)}={escape(v)}" for k, v in sorted(m.key_value_tags.items()))
         console.print(f"Key-value tags: {shown}")
-    table = Table(title=f"{len(versions)} version(s)")
-    for col in ("version", "stage", "created", "by", "run", "aliases", "description"):
-        table.add_column(col, overflow="fold")
+    table = list_table(
+        f"{len(versions)} version(s)",
+        ("version", "stage", "created", "by", "run", "aliases", "description"),
+    )
     for v in versions:
         table.add_row(
             str(v.version),
@@ -253,9 +256,10 @@ def versions_list(
     """List a model's versions, newest first."""
     with open_client(url, token) as c:
         versions = c.list_model_versions(name, stage=stage)
-    table = Table(title=f"{len(versions)} version(s) of {escape(name)}")
-    for col in ("version", "stage", "created", "run", "artifact", "aliases", "description"):
-        table.add_column(col, overflow="fold")
+    table = list_table(
+        f"{len(versions)} version(s) of {escape(name)}",
+        ("version", "stage", "created", "run", "artifact", "aliases", "description"),
+    )
     for v in versions:
         table.add_row(
             str(v.version),

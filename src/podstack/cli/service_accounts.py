@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import typer
 from rich.markup import escape
-from rich.table import Table
 
 from podstack.cli.common import (
     cli_actor,
     cli_principal,
     console,
     fmt_time,
+    list_table,
     local_database,
     print_table,
 )
@@ -60,9 +60,9 @@ def list_() -> None:
     if not accounts:
         console.print("No service accounts. Create one with `podstack service-accounts create`.")
         return
-    table = Table(title=f"{len(accounts)} service account(s)")
-    for col in ("name", "role", "status", "description", "created"):
-        table.add_column(col, overflow="fold")
+    table = list_table(
+        f"{len(accounts)} service account(s)", ("name", "role", "status", "description", "created")
+    )
     for a in accounts:
         table.add_row(
             a.name,

@@ -4,9 +4,15 @@ from __future__ import annotations
 
 import typer
 from rich.markup import escape
-from rich.table import Table
 
-from podstack.cli.common import cli_principal, console, fmt_time, local_database, print_table
+from podstack.cli.common import (
+    cli_principal,
+    console,
+    fmt_time,
+    list_table,
+    local_database,
+    print_table,
+)
 from podstack.schemas.auth import TokenOut
 from podstack.server.auth import service
 
@@ -54,9 +60,10 @@ def list_(
     if not tokens:
         console.print("No tokens. Create one with `podstack tokens create USERNAME`.")
         return
-    table = Table(title=f"{len(tokens)} token(s)")
-    for col in ("id", "user", "name", "prefix", "status", "created", "expires", "last used"):
-        table.add_column(col, overflow="fold")
+    table = list_table(
+        f"{len(tokens)} token(s)",
+        ("id", "user", "name", "prefix", "status", "created", "expires", "last used"),
+    )
     colour = {"active": "green", "revoked": "red", "expired": "yellow"}
     for t in tokens:
         table.add_row(

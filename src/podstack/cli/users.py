@@ -10,13 +10,13 @@ import sys
 
 import typer
 from rich.markup import escape
-from rich.table import Table
 
 from podstack.cli.common import (
     cli_actor,
     cli_principal,
     console,
     fmt_time,
+    list_table,
     local_database,
     print_table,
 )
@@ -88,9 +88,10 @@ def list_() -> None:
                 "`podstack users create NAME --role admin --with-token`."
             )
             return
-        table = Table(title=f"{len(users)} user(s)")
-        for col in ("username", "role", "status", "email", "display name", "password", "created"):
-            table.add_column(col, overflow="fold")
+        table = list_table(
+            f"{len(users)} user(s)",
+            ("username", "role", "status", "email", "display name", "password", "created"),
+        )
         for u in users:
             table.add_row(
                 u.username,
