@@ -11,6 +11,7 @@ the reference in place of NAME.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -63,6 +64,27 @@ def _short(text: str | None, width: int = 60) -> str:
         return ""
     text = " ".join(text.split())
     return escape(text if len(text) <= width else text[: width - 1] + "…")
+
+
+# What each column of a version listing shows; `models show` and `versions list` pick
+# different columns, but a column looks the same wherever it appears.
+_VERSION_CELLS: dict[str, Callable[[sch.ModelVersion], str]] = {
+    "version": lambda v: str(v.version),
+    "stage": lambda v: _stage(v.stage),
+    "created": lambda v: fmt_time(v.created_at),
+    "by": lambda v: escape(v.created_by or "-"),
+    "run": lambda v: escape(v.source_run_id),
+    "artifact": lambda v: escape(v.artifact_path or "/"),
+    "aliases": lambda v: escape(", ".join(v.aliases)),
+    "description": lambda v: _short(v.description, 50),
+}
+
+
+def _print_versions(title: str, versions: list[sch.ModelVersion], columns: tuple[str, ...]) -> None:
+    table = list_table(title, columns)
+    for v in versions:
+        table.add_row(*(_VERSION_CELLS[col](v) for col in columns))
+    print_table(table)
 
 
 # ---------------------------------------------------------------- models
@@ -138,21 +160,11 @@ def models_show(
     if m.key_value_tags:
         shown = ", ".join(f"{escape(k)}={escape(v)}" for k, v in sorted(m.key_value_tags.items()))
         console.print(f"Key-value tags: {shown}")
-    table = list_table(
+    _print_versions(
         f"{len(versions)} version(s)",
+        versions,
         ("version", "stage", "created", "by", "run", "aliases", "description"),
     )
-    for v in versions:
-        table.add_row(
-            str(v.version),
-            _stage(v.stage),
-            fmt_time(v.created_at),
-            escape(v.created_by or "-"),
-            escape(v.source_run_id),
-            escape(", ".join(v.aliases)),
-            _short(v.description, 50),
-        )
-    print_table(table)
 
 
 @models_app.command("register")
@@ -256,21 +268,11 @@ def versions_list(
     """List a model's versions, newest first."""
     with open_client(url, token) as c:
         versions = c.list_model_versions(name, stage=stage)
-    table = list_table(
+    _print_versions(
         f"{len(versions)} version(s) of {escape(name)}",
+        versions,
         ("version", "stage", "created", "run", "artifact", "aliases", "description"),
     )
-    for v in versions:
-        table.add_row(
-            str(v.version),
-            _stage(v.stage),
-            fmt_time(v.created_at),
-            escape(v.source_run_id),
-            escape(v.artifact_path or "/"),
-            escape(", ".join(v.aliases)),
-            _short(v.description, 50),
-        )
-    print_table(table)
 
 
 @versions_app.command("show")
