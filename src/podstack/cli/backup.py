@@ -6,11 +6,10 @@ from pathlib import Path
 
 import typer
 
-from podstack.cli.common import console, fail, safe_url
+from podstack.cli.common import console, fail, open_database, safe_url
 from podstack.server.artifacts.store_factory import open_store
 from podstack.server.backup import service
 from podstack.server.config import Settings
-from podstack.server.db.session import Database
 
 
 def _say(line: str) -> None:
@@ -25,12 +24,9 @@ def backup(
     Safe while the server runs: rows come from one snapshot transaction, artifacts are
     immutable and verified by digest as they are copied."""
     settings = Settings()
-    db = Database(settings.database_url, pool_size=1)
-    try:
+    with open_database(settings) as db:
         console.print(f"Backing up {safe_url(settings.database_url)} -> {path}", soft_wrap=True)
         summary = service.backup(db.engine, open_store(settings), path, _say)
-    finally:
-        db.dispose()
     rows = sum(summary.tables.values())
     console.print(
         f"[green]Backup complete:[/green] {rows} rows in {len(summary.tables)} "
@@ -53,11 +49,8 @@ def restore(
         f"Restore the backup of {manifest['created_at']} into {where} and {settings.artifacts_uri}?"
     ):
         fail("Restore cancelled.")
-    db = Database(settings.database_url, pool_size=1)
-    try:
+    with open_database(settings) as db:
         service.restore(db.engine, open_store(settings), path, _say)
-    finally:
-        db.dispose()
     console.print(
         f"[green]Restored[/green] {sum(manifest['tables'].values())} rows and "
         f"{manifest['blobs']} artifact blobs into {where}.",

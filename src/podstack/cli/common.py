@@ -108,12 +108,21 @@ def cli_principal() -> Principal:
 
 
 @contextmanager
+def open_database(settings: Settings) -> Iterator[Database]:
+    """The configured database as it is (not migrated): one connection, closed when done."""
+    db = Database(settings.database_url, pool_size=1)
+    try:
+        yield db
+    finally:
+        db.dispose()
+
+
+@contextmanager
 def local_database(settings: Settings | None = None) -> Iterator[Database]:
     """The database from PODSTACK_DATABASE_URL / PODSTACK_HOME, migrated like the server
     would (unless PODSTACK_MIGRATE_ON_START=false, then it must already be current)."""
     settings = settings or Settings()
-    db = Database(settings.database_url, pool_size=1)
-    try:
+    with open_database(settings) as db:
         if settings.migrate_on_start:
             migrate.upgrade(db.engine)
         elif not migrate.is_at_head(db.engine):
@@ -122,8 +131,6 @@ def local_database(settings: Settings | None = None) -> Iterator[Database]:
                 "migration; run `podstack db upgrade` first."
             )
         yield db
-    finally:
-        db.dispose()
 
 
 def print_table(table: Table) -> None:

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import typer
 
-from podstack.cli.common import console, safe_url
+from podstack.cli.common import console, open_database, safe_url
 from podstack.server.config import Settings
 from podstack.server.db import migrate
-from podstack.server.db.session import Database
 
 app = typer.Typer(
     no_args_is_help=True,
@@ -19,13 +18,10 @@ app = typer.Typer(
 def upgrade() -> None:
     """Apply all pending migrations (safe to run repeatedly, and while servers run)."""
     settings = Settings()
-    db = Database(settings.database_url, pool_size=1)
-    try:
+    with open_database(settings) as db:
         before = migrate.current_revisions(db.engine)
         migrate.upgrade(db.engine)
         after = migrate.current_revisions(db.engine)
-    finally:
-        db.dispose()
     where = safe_url(settings.database_url)
     revs = ", ".join(sorted(after)) or "none"
     if before == after:
@@ -39,11 +35,8 @@ def upgrade() -> None:
 def current() -> None:
     """Show the database's migration revision and whether it is the latest."""
     settings = Settings()
-    db = Database(settings.database_url, pool_size=1)
-    try:
+    with open_database(settings) as db:
         revs = migrate.current_revisions(db.engine)
-    finally:
-        db.dispose()
     heads = migrate.head_revisions()
     where = safe_url(settings.database_url)
     console.print(f"Database: {where}", soft_wrap=True)

@@ -30,12 +30,11 @@ import uvicorn
 from fastapi import FastAPI
 from rich.markup import escape
 
-from podstack.cli.common import console, err_console, fail, safe_url
+from podstack.cli.common import console, err_console, fail, open_database, safe_url
 from podstack.server import file_modes
 from podstack.server.auth import service as auth_service
 from podstack.server.config import Settings
 from podstack.server.db import migrate
-from podstack.server.db.session import Database
 
 GRACEFUL_SHUTDOWN_SECONDS = 30
 _WILDCARD_HOSTS = ("0.0.0.0", "::", "")
@@ -85,8 +84,7 @@ class FirstStart:
 
 def prepare_database(settings: Settings) -> FirstStart:
     """Migrates (unless told not to) and creates ``admin`` on a database without users."""
-    db = Database(settings.database_url, pool_size=1)
-    try:
+    with open_database(settings) as db:
         if settings.migrate_on_start:
             migrate.upgrade(db.engine)
         else:
@@ -105,8 +103,6 @@ def prepare_database(settings: Settings) -> FirstStart:
         with db.session() as s:
             had_users = auth_service.count_users(s) > 0
             token = auth_service.bootstrap_admin(s, settings.admin_token)
-    finally:
-        db.dispose()
     return FirstStart(created_admin=not had_users, token=token)
 
 
