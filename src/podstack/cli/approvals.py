@@ -13,7 +13,16 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from podstack.cli.common import Token, Url, console, fmt_time, list_table, open_client, print_table
+from podstack.cli.common import (
+    Token,
+    Url,
+    console,
+    fmt_time,
+    list_table,
+    open_client,
+    print_secret,
+    print_table,
+)
 from podstack.schemas import approvals as sch
 
 app = typer.Typer(
@@ -413,8 +422,7 @@ def webhooks_create(
             target, event or ["*"], model_names=model or [], description=description
         )
     console.print(f"Created webhook [bold]{w.id}[/bold] for {', '.join(w.events)}.")
-    console.print("Signing secret (shown only this once; store it now):")
-    console.print(w.secret, soft_wrap=True, markup=False)
+    print_secret("Signing secret", w.secret)
 
 
 @webhooks_app.command("delete")

@@ -133,6 +133,13 @@ def local_database(settings: Settings | None = None) -> Iterator[Database]:
         yield db
 
 
+def print_secret(label: str, value: str) -> None:
+    """A secret the user sees only now (tokens, signing secrets): whole and verbatim (no
+    wrapping, no markup), so it can be copied."""
+    console.print(f"{label} (shown only this once; store it now):")
+    console.print(value, soft_wrap=True, markup=False)
+
+
 def print_table(table: Table) -> None:
     # Off a terminal (pipes, files, CI logs) Rich assumes 80 columns and folds cells; give
     # tables room so each row stays on one line and stays greppable.

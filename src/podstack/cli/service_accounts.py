@@ -10,6 +10,15 @@ from __future__ import annotations
 import typer
 from rich.markup import escape
 
+from podstack.cli.accounts import (
+    AccountName,
+    ExpiresInDays,
+    Quiet,
+    RoleArgument,
+    RoleOption,
+    TokenLabel,
+    print_issued_token,
+)
 from podstack.cli.common import (
     cli_actor,
     cli_principal,
@@ -17,24 +26,22 @@ from podstack.cli.common import (
     fmt_time,
     list_table,
     local_database,
+    print_secret,
     print_table,
 )
 from podstack.schemas.auth import TokenOut
 from podstack.server.auth import service_accounts
-from podstack.server.auth.principal import ROLES
 
 app = typer.Typer(
     no_args_is_help=True,
     help="Service accounts: non-human users with API tokens (e.g. for CI pipelines).",
 )
 
-_ROLE_HELP = f"One of: {', '.join(ROLES)}."
-
 
 @app.command("create")
 def create(
-    name: str = typer.Argument(..., help="1-64 letters, digits, '.', '_' or '-'."),
-    role: str = typer.Option("viewer", "--role", "-r", help=_ROLE_HELP),
+    name: AccountName,
+    role: RoleOption = "viewer",
     description: str | None = typer.Option(None, "--description", "-d"),
     with_token: bool = typer.Option(
         False, "--with-token", help="Also issue an API token and print it (once)."
@@ -48,8 +55,7 @@ def create(
         )
     console.print(f"Created service account [bold]{account.username}[/bold] ({account.role}).")
     if issued is not None:
-        console.print("API token (shown only this once; store it now):")
-        console.print(issued.value, soft_wrap=True, markup=False)
+        print_secret("API token", issued.value)
 
 
 @app.command("list")
@@ -77,11 +83,9 @@ def list_() -> None:
 @app.command("token")
 def token(
     name: str = typer.Argument(..., help="The service account."),
-    token_name: str = typer.Option("cli", "--name", "-n", help="A label to tell tokens apart."),
-    expires_in_days: int | None = typer.Option(
-        None, "--expires-in-days", "-e", min=1, help="Expire after this many days (default never)."
-    ),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="Print only the token (for scripts)."),
+    token_name: TokenLabel = "cli",
+    expires_in_days: ExpiresInDays = None,
+    quiet: Quiet = False,
 ) -> None:
     """Issue an API token to a service account. The value is printed once."""
     with local_database() as db, db.session() as s:
@@ -89,23 +93,17 @@ def token(
             s, cli_principal(), name, token_name, expires_in_days=expires_in_days
         )
         tok = TokenOut.model_validate(issued.token)
-    if quiet:
-        console.print(issued.value, soft_wrap=True, markup=False)
-        return
-    console.print(
+    print_issued_token(
+        issued.value,
         f"Issued token {tok.id} ({tok.name!r}) to {tok.username}; "
         f"expires: {fmt_time(tok.expires_at, 'never')}. Revoke it with "
         f"`podstack tokens revoke {tok.id}`.",
-        markup=False,
+        quiet=quiet,
     )
-    console.print("Token (shown only this once; store it now):")
-    console.print(issued.value, soft_wrap=True, markup=False)
 
 
 @app.command("set-role")
-def set_role(
-    name: str = typer.Argument(...), role: str = typer.Argument(..., help=_ROLE_HELP)
-) -> None:
+def set_role(name: str, role: RoleArgument) -> None:
     """Change a service account's role."""
     with local_database() as db, db.session() as s:
         account = service_accounts.update(s, cli_actor(), name, {"role": role})

@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 from rich.markup import escape
 
+from podstack.cli.accounts import ExpiresInDays, Quiet, TokenLabel, print_issued_token
 from podstack.cli.common import (
     cli_principal,
     console,
@@ -25,11 +26,9 @@ app = typer.Typer(
 @app.command("create")
 def create(
     username: str = typer.Argument(..., help="The user the token acts as."),
-    name: str = typer.Option("cli", "--name", "-n", help="A label to tell tokens apart."),
-    expires_in_days: int | None = typer.Option(
-        None, "--expires-in-days", "-e", min=1, help="Expire after this many days (default never)."
-    ),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="Print only the token (for scripts)."),
+    name: TokenLabel = "cli",
+    expires_in_days: ExpiresInDays = None,
+    quiet: Quiet = False,
 ) -> None:
     """Create an API token. The value is printed once and cannot be shown again."""
     with local_database() as db, db.session() as s:
@@ -37,16 +36,12 @@ def create(
             s, cli_principal(), name, username=username, expires_in_days=expires_in_days
         )
         tok = TokenOut.model_validate(issued.token)
-    if quiet:
-        console.print(issued.value, soft_wrap=True, markup=False)
-        return
-    expiry = fmt_time(tok.expires_at, "never")
-    console.print(
-        f"Created token {tok.id} ({tok.name!r}) for {tok.username}; expires: {expiry}.",
-        markup=False,
+    print_issued_token(
+        issued.value,
+        f"Created token {tok.id} ({tok.name!r}) for {tok.username}; "
+        f"expires: {fmt_time(tok.expires_at, 'never')}.",
+        quiet=quiet,
     )
-    console.print("Token (shown only this once; store it now):")
-    console.print(issued.value, soft_wrap=True, markup=False)
 
 
 @app.command("list")

@@ -11,6 +11,7 @@ import sys
 import typer
 from rich.markup import escape
 
+from podstack.cli.accounts import AccountName, RoleArgument, RoleOption
 from podstack.cli.common import (
     cli_actor,
     cli_principal,
@@ -18,17 +19,15 @@ from podstack.cli.common import (
     fmt_time,
     list_table,
     local_database,
+    print_secret,
     print_table,
 )
 from podstack.server.auth import service
-from podstack.server.auth.principal import ROLES
 
 app = typer.Typer(
     no_args_is_help=True,
     help="Manage users directly in the database (no server or token needed).",
 )
-
-_ROLE_HELP = f"One of: {', '.join(ROLES)}."
 
 
 def _read_password(stdin: bool) -> str:
@@ -40,8 +39,8 @@ def _read_password(stdin: bool) -> str:
 
 @app.command("create")
 def create(
-    username: str = typer.Argument(..., help="1-64 letters, digits, '.', '_' or '-'."),
-    role: str = typer.Option("viewer", "--role", "-r", help=_ROLE_HELP),
+    username: AccountName,
+    role: RoleOption = "viewer",
     email: str | None = typer.Option(None, "--email"),
     display_name: str | None = typer.Option(None, "--display-name"),
     password: bool = typer.Option(
@@ -73,8 +72,7 @@ def create(
         )
     console.print(f"Created user [bold]{user.username}[/bold] with role {user.role}.")
     if issued is not None:
-        console.print("API token (shown only this once; store it now):")
-        console.print(issued.value, soft_wrap=True, markup=False)
+        print_secret("API token", issued.value)
 
 
 @app.command("list")
@@ -107,8 +105,8 @@ def list_() -> None:
 
 @app.command("set-role")
 def set_role(
-    username: str = typer.Argument(...),
-    role: str = typer.Argument(..., help=_ROLE_HELP),
+    username: str,
+    role: RoleArgument,
 ) -> None:
     """Change a user's role."""
     with local_database() as db, db.session() as s:
