@@ -1,5 +1,6 @@
-"""Shared CLI plumbing: consoles, the error boundary, opening the local database, and the
-``--url``/``--token`` options with the client they select.
+"""Shared CLI plumbing: consoles, the error boundary, opening the local database, the
+``--url``/``--token`` options with the client they select (and other options several groups
+declare alike), and printing tables and one-time secrets.
 
 Expected failures (any ``PodstackError``, an unreachable database) become one red line on
 stderr and exit code 1; tracebacks are for bugs only.
@@ -45,6 +46,10 @@ Token = Annotated[
     str | None,
     typer.Option("--token", envvar="PODSTACK_API_TOKEN", help="API token for --url."),
 ]
+
+# Declared the same way by several command groups.
+Yes = Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")]
+Description = Annotated[str | None, typer.Option("--description", "-d")]
 
 
 @contextmanager

@@ -11,11 +11,14 @@ from rich.markup import escape
 from rich.table import Table
 
 from podstack.cli.common import Token, Url, console, fail, local_database, open_client, print_table
+from podstack.cli.registry import ModelRef
+
+Version = Annotated[str | None, typer.Argument(help="Version number.")]
 
 
 def sign(
-    name: Annotated[str, typer.Argument(help="Model name, or a models:/ reference.")],
-    version: Annotated[str | None, typer.Argument(help="Version number.")] = None,
+    name: ModelRef,
+    version: Version = None,
     key: Annotated[
         Path, typer.Option("--key", "-k", help="Your PEM EC private key (P-256/384/521).")
     ] = ...,  # type: ignore[assignment]
@@ -34,8 +37,8 @@ def sign(
 
 
 def verify(
-    name: Annotated[str, typer.Argument(help="Model name, or a models:/ reference.")],
-    version: Annotated[str | None, typer.Argument(help="Version number.")] = None,
+    name: ModelRef,
+    version: Version = None,
     trusted_key: Annotated[
         list[Path] | None,
         typer.Option(
@@ -57,8 +60,8 @@ def verify(
 
 
 def save_signature(
-    name: Annotated[str, typer.Argument(help="Model name, or a models:/ reference.")],
-    version: Annotated[str | None, typer.Argument(help="Version number.")] = None,
+    name: ModelRef,
+    version: Version = None,
     out: Annotated[Path, typer.Option("--out", "-o", help="Where to write it.")] = Path(
         "model.sig"
     ),

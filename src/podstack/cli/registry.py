@@ -20,8 +20,10 @@ from rich.markup import escape
 from rich.table import Table
 
 from podstack.cli.common import (
+    Description,
     Token,
     Url,
+    Yes,
     console,
     fail,
     fmt_time,
@@ -38,7 +40,10 @@ versions_app = typer.Typer(
 )
 aliases_app = typer.Typer(no_args_is_help=True, help="Model aliases: set, delete, list, rollback.")
 
-Yes = Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")]
+# `versions show`, `download` and the signature commands (provenance.py) take a models:/
+# reference in place of NAME and VERSION.
+ModelRef = Annotated[str, typer.Argument(help="Model name, or a models:/ reference.")]
+VersionRef = Annotated[str | None, typer.Argument(help="Version number or models:/ URI.")]
 
 _STAGE_COLOURS = {"Production": "green", "Staging": "yellow", "Archived": "dim", "None": ""}
 
@@ -170,7 +175,7 @@ def models_show(
 @models_app.command("register")
 def models_register(
     name: Annotated[str, typer.Argument(help="e.g. sentiment-classifier")],
-    description: Annotated[str | None, typer.Option("--description", "-d")] = None,
+    description: Description = None,
     label: Annotated[
         list[str] | None, typer.Option("--label", "-l", help="A label (repeat for more).")
     ] = None,
@@ -186,7 +191,7 @@ def models_register(
 @models_app.command("update")
 def models_update(
     name: Annotated[str, typer.Argument()],
-    description: Annotated[str | None, typer.Option("--description", "-d")] = None,
+    description: Description = None,
     label: Annotated[
         list[str] | None,
         typer.Option("--label", "-l", help="Replace the labels with these (repeat)."),
@@ -226,7 +231,7 @@ def versions_create(
     artifact_path: Annotated[
         str, typer.Option("--path", "-p", help="Artifact file or directory in the run.")
     ],
-    description: Annotated[str | None, typer.Option("--description", "-d")] = None,
+    description: Description = None,
     tag: Annotated[
         list[str] | None, typer.Option("--tag", "-t", help="key=value (repeat).")
     ] = None,
@@ -277,8 +282,8 @@ def versions_list(
 
 @versions_app.command("show")
 def versions_show(
-    name: Annotated[str, typer.Argument(help="Model name, or a models:/ reference.")],
-    version: Annotated[str | None, typer.Argument(help="Version number or models:/ URI.")] = None,
+    name: ModelRef,
+    version: VersionRef = None,
     url: Url = None,
     token: Token = None,
 ) -> None:
@@ -456,8 +461,8 @@ def aliases_rollback(
 
 
 def download(
-    name: Annotated[str, typer.Argument(help="Model name, or a models:/ reference.")],
-    version: Annotated[str | None, typer.Argument(help="Version number or models:/ URI.")] = None,
+    name: ModelRef,
+    version: VersionRef = None,
     dest: Annotated[Path, typer.Option("--dest", "-d", help="Destination directory.")] = Path("."),
     path: Annotated[
         list[str] | None,

@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from podstack.cli.common import Token, Url, console, fail, fmt_time, open_client
+from podstack.cli.common import Description, Token, Url, Yes, console, fail, fmt_time, open_client
 from podstack.schemas.schedules import Execution, Schedule
 
 app = typer.Typer(
@@ -153,7 +153,7 @@ def create(
     overlap: str = typer.Option("skip", "--overlap", help="skip | allow"),
     misfire: str = typer.Option("run_latest", "--misfire", help="run_latest | skip"),
     grace: int | None = typer.Option(None, "--misfire-grace", help="Catch-up window (s)."),
-    description: str | None = typer.Option(None, "--description", "-d"),
+    description: Description = None,
     paused: bool = typer.Option(False, "--paused", help="Create it paused."),
     webhook_url: str | None = typer.Option(None, "--webhook-url", help="Webhook executor URL."),
     webhook_secret: str | None = typer.Option(None, "--webhook-secret", help="Signing secret."),
@@ -260,7 +260,7 @@ def edit(
     no_timeout: bool = typer.Option(False, "--no-timeout", help="Remove the timeout."),
     overlap: str | None = typer.Option(None, "--overlap"),
     misfire: str | None = typer.Option(None, "--misfire"),
-    description: str | None = typer.Option(None, "--description", "-d"),
+    description: Description = None,
     webhook_url: str | None = typer.Option(None, "--webhook-url"),
     webhook_secret: str | None = typer.Option(None, "--webhook-secret"),
     image: str | None = typer.Option(None, "--k8s-image"),
@@ -302,7 +302,7 @@ def edit(
 @app.command("delete")
 def delete(
     name: str = typer.Argument(...),
-    yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask for confirmation."),
+    yes: Yes = False,
     url: Url = None,
     token: Token = None,
 ) -> None:

@@ -20,6 +20,7 @@ from podstack.cli.accounts import (
     print_issued_token,
 )
 from podstack.cli.common import (
+    Description,
     cli_actor,
     cli_principal,
     console,
@@ -42,7 +43,7 @@ app = typer.Typer(
 def create(
     name: AccountName,
     role: RoleOption = "viewer",
-    description: str | None = typer.Option(None, "--description", "-d"),
+    description: Description = None,
     with_token: bool = typer.Option(
         False, "--with-token", help="Also issue an API token and print it (once)."
     ),
