@@ -190,7 +190,7 @@ def models_register(
 
 @models_app.command("update")
 def models_update(
-    name: Annotated[str, typer.Argument()],
+    name: str,
     description: Description = None,
     label: Annotated[
         list[str] | None,
@@ -206,12 +206,7 @@ def models_update(
 
 
 @models_app.command("delete")
-def models_delete(
-    name: Annotated[str, typer.Argument()],
-    yes: Yes = False,
-    url: Url = None,
-    token: Token = None,
-) -> None:
+def models_delete(name: str, yes: Yes = False, url: Url = None, token: Token = None) -> None:
     """Delete a model with all its versions, aliases and tags (refused while a version is in
     Production). Permanent: archive instead if you may need it later."""
     if not yes:
@@ -265,7 +260,7 @@ def versions_create(
 
 @versions_app.command("list")
 def versions_list(
-    name: Annotated[str, typer.Argument()],
+    name: str,
     stage: Annotated[str | None, typer.Option("--stage", "-s")] = None,
     url: Url = None,
     token: Token = None,
@@ -328,8 +323,8 @@ def versions_show(
 
 @versions_app.command("transition")
 def versions_transition(
-    name: Annotated[str, typer.Argument()],
-    version: Annotated[str, typer.Argument()],
+    name: str,
+    version: str,
     stage: Annotated[str, typer.Argument(help="None | Staging | Production | Archived")],
     note: Annotated[str | None, typer.Option("--note", "-m", help="Why (recorded).")] = None,
     archive_existing: Annotated[
@@ -355,9 +350,9 @@ def versions_transition(
 
 @versions_app.command("tag")
 def versions_tag(
-    name: Annotated[str, typer.Argument()],
-    version: Annotated[str, typer.Argument()],
-    key: Annotated[str, typer.Argument()],
+    name: str,
+    version: str,
+    key: str,
     value: Annotated[str | None, typer.Argument(help="Omit with --delete.")] = None,
     delete: Annotated[bool, typer.Option("--delete", help="Remove the tag.")] = False,
     url: Url = None,
@@ -377,8 +372,8 @@ def versions_tag(
 
 @versions_app.command("delete")
 def versions_delete(
-    name: Annotated[str, typer.Argument()],
-    version: Annotated[str, typer.Argument()],
+    name: str,
+    version: str,
     yes: Yes = False,
     url: Url = None,
     token: Token = None,
@@ -400,7 +395,7 @@ def _alias_line(model: str, a: sch.ModelAlias) -> str:
 
 @aliases_app.command("set")
 def aliases_set(
-    name: Annotated[str, typer.Argument()],
+    name: str,
     alias: Annotated[str, typer.Argument(help="e.g. latest-prod")],
     version: Annotated[str, typer.Argument(help="Version number or models:/ URI.")],
     url: Url = None,
@@ -413,12 +408,7 @@ def aliases_set(
 
 
 @aliases_app.command("delete")
-def aliases_delete(
-    name: Annotated[str, typer.Argument()],
-    alias: Annotated[str, typer.Argument()],
-    url: Url = None,
-    token: Token = None,
-) -> None:
+def aliases_delete(name: str, alias: str, url: Url = None, token: Token = None) -> None:
     """Remove an alias (the version stays)."""
     with open_client(url, token) as c:
         c.delete_model_alias(name, alias)
@@ -426,11 +416,7 @@ def aliases_delete(
 
 
 @aliases_app.command("list")
-def aliases_list(
-    name: Annotated[str, typer.Argument()],
-    url: Url = None,
-    token: Token = None,
-) -> None:
+def aliases_list(name: str, url: Url = None, token: Token = None) -> None:
     """List a model's aliases."""
     with open_client(url, token) as c:
         rows = c.list_model_aliases(name)
@@ -445,12 +431,7 @@ def aliases_list(
 
 
 @aliases_app.command("rollback")
-def aliases_rollback(
-    name: Annotated[str, typer.Argument()],
-    alias: Annotated[str, typer.Argument()],
-    url: Url = None,
-    token: Token = None,
-) -> None:
+def aliases_rollback(name: str, alias: str, url: Url = None, token: Token = None) -> None:
     """Move an alias back to the version it pointed at before."""
     with open_client(url, token) as c:
         a = c.rollback_model_alias(name, alias)

@@ -234,7 +234,7 @@ def show(
 
 
 @app.command("pause")
-def pause(name: str = typer.Argument(...), url: Url = None, token: Token = None) -> None:
+def pause(name: str, url: Url = None, token: Token = None) -> None:
     """Stop firing until resumed."""
     with open_client(url, token) as client:
         s = client.pause_schedule(name)
@@ -242,7 +242,7 @@ def pause(name: str = typer.Argument(...), url: Url = None, token: Token = None)
 
 
 @app.command("resume")
-def resume(name: str = typer.Argument(...), url: Url = None, token: Token = None) -> None:
+def resume(name: str, url: Url = None, token: Token = None) -> None:
     """Fire again from now on (missed ticks are not run)."""
     with open_client(url, token) as client:
         s = client.resume_schedule(name)
@@ -300,12 +300,7 @@ def edit(
 
 
 @app.command("delete")
-def delete(
-    name: str = typer.Argument(...),
-    yes: Yes = False,
-    url: Url = None,
-    token: Token = None,
-) -> None:
+def delete(name: str, yes: Yes = False, url: Url = None, token: Token = None) -> None:
     """Delete a schedule (its execution history and runs are kept)."""
     if not yes:
         typer.confirm(f"Delete schedule {name}? Its history and runs are kept.", abort=True)
@@ -315,7 +310,7 @@ def delete(
 
 
 @app.command("trigger")
-def trigger(name: str = typer.Argument(...), url: Url = None, token: Token = None) -> None:
+def trigger(name: str, url: Url = None, token: Token = None) -> None:
     """Run now (queued; a running server starts it within a tick)."""
     with open_client(url, token) as client:
         ex = client.trigger_schedule(name)

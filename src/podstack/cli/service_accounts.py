@@ -112,7 +112,7 @@ def set_role(name: str, role: RoleArgument) -> None:
 
 
 @app.command("disable")
-def disable(name: str = typer.Argument(...)) -> None:
+def disable(name: str) -> None:
     """Disable a service account: its tokens stop working until it is enabled again."""
     with local_database() as db, db.session() as s:
         service_accounts.update(s, cli_actor(), name, {"disabled": True})
@@ -120,7 +120,7 @@ def disable(name: str = typer.Argument(...)) -> None:
 
 
 @app.command("enable")
-def enable(name: str = typer.Argument(...)) -> None:
+def enable(name: str) -> None:
     """Enable a disabled service account again."""
     with local_database() as db, db.session() as s:
         service_accounts.update(s, cli_actor(), name, {"disabled": False})

@@ -104,10 +104,7 @@ def list_() -> None:
 
 
 @app.command("set-role")
-def set_role(
-    username: str,
-    role: RoleArgument,
-) -> None:
+def set_role(username: str, role: RoleArgument) -> None:
     """Change a user's role."""
     with local_database() as db, db.session() as s:
         user = service.set_role(s, cli_actor(), username, role)
@@ -115,7 +112,7 @@ def set_role(
 
 
 @app.command("disable")
-def disable(username: str = typer.Argument(...)) -> None:
+def disable(username: str) -> None:
     """Disable a user: their tokens and sessions stop working until re-enabled."""
     with local_database() as db, db.session() as s:
         service.set_disabled(s, cli_actor(), username, True)
@@ -123,7 +120,7 @@ def disable(username: str = typer.Argument(...)) -> None:
 
 
 @app.command("enable")
-def enable(username: str = typer.Argument(...)) -> None:
+def enable(username: str) -> None:
     """Re-enable a disabled user."""
     with local_database() as db, db.session() as s:
         service.set_disabled(s, cli_actor(), username, False)
@@ -132,7 +129,7 @@ def enable(username: str = typer.Argument(...)) -> None:
 
 @app.command("set-password")
 def set_password(
-    username: str = typer.Argument(...),
+    username: str,
     stdin: bool = typer.Option(
         False, "--stdin", help="Read the password from the first line of stdin."
     ),
