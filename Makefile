@@ -35,11 +35,9 @@ serve: install
 # The whole suite on SQLite, then again on PostgreSQL where the database is part of what a test
 # checks: tests marked `one_db` (browser, CLI, SDK client side, model server; see
 # tests/conftest.py) run in the SQLite pass only, `postgres_only` ones in the PostgreSQL pass.
-# The two passes run side by side (scripts/test-both-dbs.sh says why); `make test-sqlite` and
-# `make test-postgres` run one.
 test: dev
 	bash scripts/ensure-test-deps.sh
-	BIN=$(BIN) SQLITE_WORKERS=$(PYTEST_WORKERS) PYTEST_ARGS="$(PYTEST_ARGS)" bash scripts/test-both-dbs.sh
+	$(MAKE) --no-print-directory test-sqlite test-postgres
 
 test-sqlite: dev
 	PODSTACK_TEST_DB=sqlite $(BIN)/pytest -n $(PYTEST_WORKERS) --dist worksteal -q $(PYTEST_ARGS)
