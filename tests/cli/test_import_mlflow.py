@@ -69,7 +69,11 @@ with mlflow.start_run(run_name="parent") as parent:
     X = np.array([[0.0, 1.0], [1.0, 0.0], [1.0, 1.0], [0.0, 0.0]])
     y = np.array([0, 1, 1, 0])
     model = LogisticRegression().fit(X, y)
-    info = mlflow.sklearn.log_model(model, name="model", input_example=X[:2])
+    # pip_requirements given: MLflow's requirement inference (a subprocess that loads the
+    # model) is seconds of CPU and no part of what the import copies.
+    info = mlflow.sklearn.log_model(
+        model, name="model", input_example=X[:2], pip_requirements=["scikit-learn"]
+    )
     with mlflow.start_run(run_name="child", nested=True) as child:
         mlflow.log_param("fold", 1)
         for step in range(3):
@@ -168,6 +172,9 @@ def _start_mlflow(py: Path, work: Path) -> ServerProcess:
         "1",
     ]
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "PODSTACK_"))}
+    # MLflow 3's background job runner (GenAI evaluation jobs, with its huey consumers) has
+    # nothing to do here and costs several CPU-seconds at start.
+    env["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] = "false"
     server = spawn("mlflow", argv, env, work / "mlflow-server.log", f"http://127.0.0.1:{port}", "")
     try:
         server.wait_ready("/health", timeout=300)
