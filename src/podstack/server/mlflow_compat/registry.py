@@ -323,7 +323,8 @@ def create_model_version(doc: Doc, ctx: EditorCtx) -> dict[str, Any]:
             tags=tags,
         )
         origins.record_origin(s, new.version, source, where.logged_model_id)
-        return _version_out(s, new.model, new.version)
+        run = ids.run_to_mlflow(new.version.source_run_id)
+        return {"model_version": views.new_version_doc(new, source, where.logged_model_id, run)}
 
 
 def _version_of(doc: Doc) -> tuple[str, str]:

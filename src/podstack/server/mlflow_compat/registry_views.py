@@ -23,6 +23,7 @@ from sqlalchemy.orm import Session
 
 from podstack.server.registry import batch_reads, filtered_search, model_tags, origins
 from podstack.server.registry.models import ModelVersion, RegisteredModel
+from podstack.server.registry.service import NewVersion
 
 # Our run ids -> the MLflow run ids a client sees (``mlflow_compat.ids``), for a batch.
 RunIdMapper = Callable[[Session, Sequence[str]], dict[str, str]]
@@ -45,27 +46,57 @@ def version_docs(
     out = []
     for m, v in pairs:
         origin = found.get(v.id)
-        run = mapped.get(v.source_run_id, v.source_run_id)
-        source = origin.source if origin else f"runs:/{run}/{v.artifact_path}".rstrip("/")
-        doc: dict[str, Any] = {
-            "name": m.name,
-            "version": str(v.version),
-            "creation_timestamp": millis(v.created_at),
-            "last_updated_timestamp": millis(v.updated_at),
-            "user_id": v.created_by or "",
-            "current_stage": v.stage,
-            "description": v.description or "",
-            "source": source,
-            "run_id": run,
-            "status": "READY",
-            "tags": [{"key": k, "value": val} for k, val in tags[v.id].items()],
-            "run_link": "",
-            "aliases": list(aliases[v.id]),
-        }
-        if origin is not None and origin.logged_model_id:
-            doc["model_id"] = origin.logged_model_id
-        out.append(doc)
+        out.append(
+            _version_doc(
+                m,
+                v,
+                tags[v.id],
+                list(aliases[v.id]),
+                origin.source if origin else None,
+                origin.logged_model_id if origin else None,
+                mapped.get(v.source_run_id, v.source_run_id),
+            )
+        )
     return out
+
+
+def new_version_doc(
+    new: NewVersion, source: str, logged_model_id: str | None, mlflow_run_id: str
+) -> dict[str, Any]:
+    """The ``ModelVersion`` of a version created in this request, from what its creation
+    already knows (tags given, no aliases yet, the origin just recorded): no query."""
+    return _version_doc(
+        new.model, new.version, new.tags, [], source, logged_model_id, mlflow_run_id
+    )
+
+
+def _version_doc(
+    m: RegisteredModel,
+    v: ModelVersion,
+    tags: dict[str, str],
+    aliases: list[str],
+    source: str | None,
+    logged_model_id: str | None,
+    run: str,
+) -> dict[str, Any]:
+    doc: dict[str, Any] = {
+        "name": m.name,
+        "version": str(v.version),
+        "creation_timestamp": millis(v.created_at),
+        "last_updated_timestamp": millis(v.updated_at),
+        "user_id": v.created_by or "",
+        "current_stage": v.stage,
+        "description": v.description or "",
+        "source": source or f"runs:/{run}/{v.artifact_path}".rstrip("/"),
+        "run_id": run,
+        "status": "READY",
+        "tags": [{"key": k, "value": val} for k, val in tags.items()],
+        "run_link": "",
+        "aliases": aliases,
+    }
+    if logged_model_id:
+        doc["model_id"] = logged_model_id
+    return doc
 
 
 def version_doc(

@@ -69,7 +69,7 @@ def provenance_statement(
 ) -> dict[str, Any]:
     """What produced these bytes: the source run (parameters, code version), its datasets'
     digests and the parent model, as an in-toto statement about the version's manifest."""
-    run = tracking.run_view(s, tracking.get_run(s, mv.source_run_id))
+    run = tracking.run_facts(s, mv.source_run_id)
     commit = next((run.tags[t] for t in GIT_COMMIT_TAGS if t in run.tags), None)
     parent = None
     if mv.parent_version_id is not None:

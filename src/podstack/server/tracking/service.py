@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -391,6 +392,30 @@ def run_views(s: Session, runs: list[Run]) -> list[sch.Run]:
 
 def run_view(s: Session, run: Run) -> sch.Run:
     return run_views(s, [run])[0]
+
+
+@dataclass(frozen=True)
+class RunFacts:
+    """What a model version's provenance records of its source run: its params, tags and
+    datasets (no metrics: signing every new version should not read them)."""
+
+    id: str
+    experiment_id: str
+    params: dict[str, str]
+    tags: dict[str, str]
+    datasets: list[RunDataset]
+
+
+def run_facts(s: Session, run_id: str) -> RunFacts:
+    run = get_run(s, run_id)
+    ids = [run.id]
+    return RunFacts(
+        id=run.id,
+        experiment_id=run.experiment_id,
+        params=repo.run_params(s, ids)[run.id],
+        tags=repo.run_tags(s, ids)[run.id],
+        datasets=repo.run_datasets(s, ids)[run.id],
+    )
 
 
 # ---------------------------------------------------------------- search
