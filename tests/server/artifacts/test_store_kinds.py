@@ -225,6 +225,11 @@ def test_publish_version_copies_inside_the_bucket(s3_uri: str, s3_server: Seawee
     assert c.get_object(Bucket=store.bucket, Key=base + "model.onnx")["Body"].read() == b"weights"
     assert c.get_object(Bucket=store.bucket, Key=base + "meta/config.json")["Body"].read() == b"{}"
     assert store.publish_version("fraud-model", 3, files) == uri  # idempotent
+    # The same name and version again after a delete and re-create: other bytes of the same
+    # size replace the old copy (a size check alone would keep serving the old model).
+    other = store.put_iter([b"WEIGHTS"])
+    store.publish_version("fraud-model", 3, [("model.onnx", other.sha256)])
+    assert c.get_object(Bucket=store.bucket, Key=base + "model.onnx")["Body"].read() == b"WEIGHTS"
     with pytest.raises(NotFound):
         store.publish_version("fraud-model", 4, [("x", "e" * 64)])
 

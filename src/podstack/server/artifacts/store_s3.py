@@ -320,15 +320,20 @@ class S3BlobStore:
                 ) from None
             raise
 
-    def _copy_within(self, src_key: str, dest_key: str) -> None:
+    def _copy_within(
+        self, src_key: str, dest_key: str, metadata: dict[str, str] | None = None
+    ) -> None:
         """Server-side copy (multipart copy above 5 GiB, done by boto3's managed copy)."""
         from boto3.s3.transfer import TransferConfig
 
+        extra: dict[str, Any] = {"ContentType": "application/octet-stream"}
+        if metadata:
+            extra.update(Metadata=metadata, MetadataDirective="REPLACE")
         self.client.copy(
             {"Bucket": self.bucket, "Key": src_key},
             self.bucket,
             dest_key,
-            ExtraArgs={"ContentType": "application/octet-stream"},
+            ExtraArgs=extra,
             Config=TransferConfig(
                 multipart_threshold=4 * 1024**3, multipart_chunksize=512 * 1024**2
             ),
@@ -423,8 +428,9 @@ class S3BlobStore:
     def publish_version(self, model: str, version: int, files: Iterable[tuple[str, str]]) -> str:
         """Copies a version's blobs, inside the bucket, to their paths under
         :meth:`version_prefix` (no byte passes through Podstack) and returns its s3:// URI.
-        A version's files never change, so a file already there with its size is kept: a
-        re-deploy copies nothing."""
+        Each copy records its sha256 (object metadata), so a re-deploy copies nothing, while
+        a copy left by an earlier model of the same name and version number (deleted and
+        created again) is replaced, however alike its size."""
         base = self.version_prefix(model, version)
         for rel, sha in files:
             info = self.stat(sha)
@@ -436,12 +442,12 @@ class S3BlobStore:
             dest = base + rel
             try:
                 held = self.client.head_object(Bucket=self.bucket, Key=dest)
-                if int(held["ContentLength"]) == info.size:
+                if held.get("Metadata", {}).get("sha256") == sha:
                     continue
             except Exception as exc:
                 if not _is_missing(exc):
                     raise
-            self._copy_within(self.key_for(sha), dest)
+            self._copy_within(self.key_for(sha), dest, {"sha256": sha})
         return self.version_uri(model, version)
 
     def published_versions(self) -> dict[tuple[str, int], tuple[int, int]]:
