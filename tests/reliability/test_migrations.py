@@ -4,12 +4,29 @@ every migration downgrades cleanly."""
 from __future__ import annotations
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy import Connection, text
 
 from podstack.server.db import migrate
 from podstack.server.db.session import make_engine
 
 FIRST = "0001_foundation"
+
+
+def _experiment_and_run(c: Connection) -> None:
+    """Experiment ``exp-1`` with finished run ``run-1``, as rows of the first schema (their
+    columns are the same at every revision since)."""
+    c.execute(
+        text(
+            "INSERT INTO experiments (id, name, tags, archived, created_at, updated_at) "
+            "VALUES ('exp-1', 'e', '{}', false, CURRENT_TIMESTAMP, CURRENT_TIMESTAMP)"
+        )
+    )
+    c.execute(
+        text(
+            "INSERT INTO runs (id, experiment_id, status, start_time, updated_at) "
+            "VALUES ('run-1', 'exp-1', 'FINISHED', CURRENT_TIMESTAMP, CURRENT_TIMESTAMP)"
+        )
+    )
 
 
 def test_upgrade_from_first_revision_keeps_data(scratch_database_url: str) -> None:
@@ -23,20 +40,7 @@ def test_upgrade_from_first_revision_keeps_data(scratch_database_url: str) -> No
                 "VALUES ('alice', 'editor', false, 0, CURRENT_TIMESTAMP)"
             )
         )
-        c.execute(
-            text(
-                "INSERT INTO experiments (id, name, tags, archived, created_at, "
-                "updated_at) VALUES ('exp-1', 'e', '{}', false, CURRENT_TIMESTAMP, "
-                "CURRENT_TIMESTAMP)"
-            )
-        )
-        c.execute(
-            text(
-                "INSERT INTO runs (id, experiment_id, status, start_time, updated_at) "
-                "VALUES ('run-1', 'exp-1', 'FINISHED', CURRENT_TIMESTAMP, "
-                "CURRENT_TIMESTAMP)"
-            )
-        )
+        _experiment_and_run(c)
         c.execute(text("INSERT INTO params (run_id, key, value) VALUES ('run-1', 'lr', '0.1')"))
         c.execute(
             text(
@@ -77,19 +81,7 @@ def test_metric_extremes_are_filled_for_existing_runs(scratch_database_url: str)
     engine = make_engine(scratch_database_url)
     migrate.upgrade(engine, "0019_signing")
     with engine.begin() as c:
-        c.execute(
-            text(
-                "INSERT INTO experiments (id, name, tags, archived, created_at, "
-                "updated_at) VALUES ('exp-1', 'e', '{}', false, CURRENT_TIMESTAMP, "
-                "CURRENT_TIMESTAMP)"
-            )
-        )
-        c.execute(
-            text(
-                "INSERT INTO runs (id, experiment_id, status, start_time, updated_at) "
-                "VALUES ('run-1', 'exp-1', 'FINISHED', CURRENT_TIMESTAMP, CURRENT_TIMESTAMP)"
-            )
-        )
+        _experiment_and_run(c)
         for step, value in enumerate([0.4, 0.9, None, 0.2, 0.5]):
             c.execute(
                 text(
