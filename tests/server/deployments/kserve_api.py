@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import shutil
 import sys
 import tempfile
 import types
@@ -58,14 +59,7 @@ def models() -> types.ModuleType:
         pytest.skip(message)
     if "kserve" in sys.modules and not getattr(sys.modules["kserve"], "_podstack_stub", False):
         raise RuntimeError("a real kserve package is imported: its models would be used instead")
-    root = Path(tempfile.mkdtemp(prefix="kserve-api-"))
-    with zipfile.ZipFile(wheels[0]) as zf:
-        wanted = [
-            n
-            for n in zf.namelist()
-            if n.startswith("kserve/models/") or n in ("kserve/configuration.py",)
-        ]
-        zf.extractall(root, wanted)
+    root = _extracted(wheels[0])
     package = types.ModuleType("kserve")
     package.__path__ = [str(root / "kserve")]  # a package whose __init__ never runs
     package._podstack_stub = True  # type: ignore[attr-defined]
@@ -74,6 +68,28 @@ def models() -> types.ModuleType:
 
 
 UNDECLARED = "not declared by"
+
+
+def _extracted(wheel: Path) -> Path:
+    """The wheel's model modules, unpacked once beside it (each test process used to leave a
+    copy in /tmp). xdist workers may race here: each unpacks into its own temporary folder
+    and renames it into place; a loser's rename fails harmlessly and its copy is removed."""
+    root = wheel.with_suffix(".models")
+    if root.is_dir():
+        return root
+    tmp = Path(tempfile.mkdtemp(prefix=".unpacking-", dir=wheel.parent))
+    with zipfile.ZipFile(wheel) as zf:
+        wanted = [
+            n
+            for n in zf.namelist()
+            if n.startswith("kserve/models/") or n == "kserve/configuration.py"
+        ]
+        zf.extractall(tmp, wanted)
+    try:
+        tmp.rename(root)
+    except OSError:  # another worker was first
+        shutil.rmtree(tmp, ignore_errors=True)
+    return root
 
 
 def problems(isvc: dict[str, Any]) -> list[str]:
