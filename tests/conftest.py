@@ -20,12 +20,13 @@ from pathlib import Path
 import httpx
 import pytest
 import uvicorn
+from argon2 import PasswordHasher
 from sqlalchemy import create_engine, inspect, text
 
 from podstack import MLOpsClient
 from podstack.server.app import create_app
+from podstack.server.auth import passwords, token_cache
 from podstack.server.auth import service as auth_service
-from podstack.server.auth import token_cache
 from podstack.server.config import Settings
 from podstack.server.db import migrate
 from podstack.server.db.models_registry import metadata
@@ -53,6 +54,20 @@ PG_ADMIN_URL = os.environ.get(
     "PODSTACK_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 )
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+# Argon2 at production cost takes ~0.24 s of CPU per hash or check here, and the suite signs in
+# with passwords hundreds of times in this process (live servers run in it). A cheap hasher for
+# the session keeps the real code path (hash, verify, rehash, lockout); servers started as
+# processes keep the production cost, and test_users_tokens checks that cost.
+PRODUCTION_PASSWORD_HASHER = passwords._hasher
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _fast_password_hashing() -> Iterator[None]:
+    passwords._hasher = PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)
+    yield
+    passwords._hasher = PRODUCTION_PASSWORD_HASHER
+
+
 # The SDK retries failed calls for 60 s by default (client/base.py); tests about a dead or
 # failing server expect its answer at once. tests/sdk/test_fault_tolerance.py sets its own.
 os.environ.setdefault("PODSTACK_RETRY_SECONDS", "0")

@@ -23,7 +23,6 @@ from typing import Any
 import pytest
 
 from podstack import MLOpsClient
-from podstack.server.auth import passwords
 from podstack.server.auth import service as auth_service
 from podstack.server.db.session import Database
 from tests.conftest import ADMIN_TOKEN, IN_CI, LiveServer
@@ -56,19 +55,6 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     rep = yield
     setattr(item, f"rep_{rep.when}", rep)
     return rep
-
-
-@pytest.fixture(scope="session", autouse=True)
-def _fast_password_hashing() -> Iterator[None]:
-    """Argon2 at production cost takes ~1 s per hash here, and these tests sign in with
-    passwords many times. The live server runs in this process, so a cheap hasher for the
-    session keeps the real code path (hash, verify, lockout) at a fraction of the time."""
-    from argon2 import PasswordHasher
-
-    original = passwords._hasher
-    passwords._hasher = PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)
-    yield
-    passwords._hasher = original
 
 
 @pytest.fixture(scope="session")

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
+import argon2
 import httpx
 import pytest
 from sqlalchemy import select, text
@@ -15,7 +16,7 @@ from podstack.server.auth import token_cache
 from podstack.server.auth.models import ApiToken, User
 from podstack.server.db.session import Database
 from podstack.server.pagination import encode_token
-from tests.conftest import ADMIN_TOKEN, LiveServer
+from tests.conftest import ADMIN_TOKEN, PRODUCTION_PASSWORD_HASHER, LiveServer
 from tests.http_errors import api_error as _error
 
 MakeToken = Callable[..., str]
@@ -129,6 +130,16 @@ def test_admin_creates_and_reads_user(api: httpx.Client, db: Database) -> None:
     with db.session(readonly=True) as s:
         stored = s.scalar(select(User.password_hash).where(User.username == "alice"))
     assert stored and stored.startswith("$argon2") and "s3cret-pass" not in stored
+
+
+def test_production_password_hashing_is_argon2id_at_full_cost() -> None:
+    """The suite signs in with a cheap hasher (tests/conftest.py); what a server uses is
+    argon2id at argon2-cffi's RFC 9106 low-memory profile: 3 passes over 64 MiB, 4 lanes."""
+    stored = PRODUCTION_PASSWORD_HASHER.hash("s3cret-pass")
+    params = argon2.extract_parameters(stored)
+    assert params.type is argon2.Type.ID
+    assert params.time_cost >= 3 and params.memory_cost >= 64 * 1024 and params.parallelism >= 4
+    assert PRODUCTION_PASSWORD_HASHER.verify(stored, "s3cret-pass")
 
 
 @pytest.mark.parametrize("username", ["", "bad name", "-leading", "x" * 65, "a/b", "émile"])
