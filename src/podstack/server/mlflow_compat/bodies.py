@@ -1,6 +1,7 @@
-"""What the MLflow tracking handlers (experiments.py, tracking.py) share about request
-bodies: their base model (unknown fields ignored), MLflow's key-value pairs, the building of
-Podstack schemas with MLflow's error for invalid values, and MLflow's ``ViewType`` field.
+"""What the MLflow tracking handlers (experiments.py, tracking.py, logged_models.py) share
+about request bodies: their base model (unknown fields ignored), MLflow's key-value pairs,
+the building of Podstack schemas with MLflow's error for invalid values, and MLflow's
+``ViewType`` field.
 """
 
 from __future__ import annotations

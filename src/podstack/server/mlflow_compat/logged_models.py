@@ -26,7 +26,7 @@ from collections.abc import Sequence
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 from sqlalchemy.orm import Session
 
 from podstack.errors import NotFound
@@ -37,6 +37,7 @@ from podstack.server.db.base import utcnow
 from podstack.server.deps import EditorCtx, ViewerCtx
 from podstack.server.mlflow_compat import ids
 from podstack.server.mlflow_compat import repository as repo
+from podstack.server.mlflow_compat.bodies import KeyValue, _Body
 from podstack.server.mlflow_compat.errors import MlflowRoute, invalid, not_found
 from podstack.server.mlflow_compat.models import LoggedModel
 from podstack.server.mlflow_compat.paging import offset_token, read_offset
@@ -181,15 +182,6 @@ def doc(model: LoggedModel) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------- endpoints
-
-
-class _Body(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-
-
-class KeyValue(_Body):
-    key: str
-    value: str | None = None
 
 
 class CreateLoggedModel(_Body):
