@@ -108,9 +108,10 @@ def provenance_statement(
     }
 
 
-def sign_version(s: Session, key: ServerKey, m: RegisteredModel, mv: ModelVersion) -> None:
+def sign_version(
+    s: Session, key: ServerKey, m: RegisteredModel, mv: ModelVersion, files: list[ms.FileDigest]
+) -> None:
     register_server_key(s, key)
-    files = _files(s, mv)
     bundle = ms.sign(key.path, f"{m.name}-v{mv.version}", files)
     statement = provenance_statement(s, m, mv, files)
     envelope = ms.sign_statement(key.path, key.key_id, statement)
@@ -128,14 +129,16 @@ def sign_version(s: Session, key: ServerKey, m: RegisteredModel, mv: ModelVersio
     )
 
 
-def on_version_created(s: Session, model_name: str, version: int) -> None:
+def on_version_created(
+    s: Session, m: RegisteredModel, mv: ModelVersion, files: list[tuple[str, int, str]]
+) -> None:
+    """The registry's version-created hook: ``files`` are the new rows, (path, size, sha256)."""
     key: ServerKey | None = s.info.get(SERVER_KEY_INFO)
     if key is None:
         # A database opened outside the server (a maintenance command): nothing to sign with.
-        log.warning("version %s/%s created without a server signing key", model_name, version)
+        log.warning("version %s/%s created without a server signing key", m.name, mv.version)
         return
-    m, mv = registry.get_version(s, model_name, version)
-    sign_version(s, key, m, mv)
+    sign_version(s, key, m, mv, [ms.FileDigest(path, sha) for path, _size, sha in files])
 
 
 # ---------------------------------------------------------------- attaching a signature

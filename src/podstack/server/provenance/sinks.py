@@ -1,17 +1,11 @@
 """Signs each new version inside the transaction that creates it (imported by the app
-factory): a version and its server signature are committed together or not at all."""
+factory): a version and its server signature are committed together or not at all. A registry
+hook, not an event sink: the hook gets the model, version and files the registry already holds,
+so signing reads none of them back."""
 
 from __future__ import annotations
 
-from sqlalchemy.orm import Session
-
-from podstack.server.events.service import Event, subscribe
 from podstack.server.provenance import service
+from podstack.server.registry import hooks
 
-
-def _on_event(s: Session, event: Event) -> None:
-    if event.type == "version.created":
-        service.on_version_created(s, event.payload["model_name"], event.payload["version"])
-
-
-subscribe(_on_event)
+hooks.register_version_created_hook(service.on_version_created)

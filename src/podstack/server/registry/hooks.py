@@ -61,6 +61,12 @@ DeleteGuard = Callable[[Session, RegisteredModel, list[ModelVersion]], None]
 AliasDeleteGuard = Callable[[Session, RegisteredModel, str], None]
 # Raises (e.g. errors.ApprovalPending after opening an approval request) to stop the change.
 AliasGate = Callable[[Session, AliasProposal], None]
+# Runs in the transaction that creates a version, with its files as (path, size, sha256) in path
+# order: what the creating code already holds, so a hook (the server's signature) reads nothing
+# back. Raising rolls the version back.
+VersionCreatedHook = Callable[
+    [Session, RegisteredModel, ModelVersion, list[tuple[str, int, str]]], None
+]
 LineageContributor = Callable[
     [Session, RegisteredModel, ModelVersion],
     tuple[list[sch.LineageNode], list[sch.LineageEdge]] | None,
@@ -71,6 +77,7 @@ DELETE_GUARDS: list[DeleteGuard] = []
 ALIAS_DELETE_GUARDS: list[AliasDeleteGuard] = []
 ALIAS_GATES: list[AliasGate] = []
 LINEAGE_CONTRIBUTORS: list[LineageContributor] = []
+VERSION_CREATED_HOOKS: list[VersionCreatedHook] = []
 
 
 def _register(hooks: list[Any], fn: Any) -> Any:
@@ -97,3 +104,7 @@ def register_alias_gate(fn: AliasGate) -> AliasGate:
 
 def register_lineage_contributor(fn: LineageContributor) -> LineageContributor:
     return _register(LINEAGE_CONTRIBUTORS, fn)
+
+
+def register_version_created_hook(fn: VersionCreatedHook) -> VersionCreatedHook:
+    return _register(VERSION_CREATED_HOOKS, fn)

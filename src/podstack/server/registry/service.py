@@ -21,6 +21,8 @@ Hooks (registered at import time by other capabilities):
   an alias (e.g. one a deployment follows).
 - ``register_lineage_contributor(fn)``: ``fn(session, model, version) -> (nodes, edges)`` adds
   downstream nodes (deployments) to a version's lineage graph.
+- ``hooks.register_version_created_hook(fn)``: ``fn(session, model, version, files)`` runs in
+  the transaction that creates a version (provenance signs it there); raising rolls it back.
 """
 
 from __future__ import annotations
@@ -438,6 +440,9 @@ def add_version(
         },
         actor,
     )
+    by_path = sorted(files)
+    for hook in hooks.VERSION_CREATED_HOOKS:
+        hook(s, m, mv, by_path)
     return NewVersion(model=m, version=mv, tags=tags, parent=parent_ref)
 
 

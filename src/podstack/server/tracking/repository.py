@@ -8,7 +8,21 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Select, and_, delete, func, insert, or_, select
+from sqlalchemy import (
+    Row,
+    Select,
+    String,
+    and_,
+    cast,
+    delete,
+    func,
+    insert,
+    literal,
+    null,
+    or_,
+    select,
+    union_all,
+)
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
@@ -71,6 +85,33 @@ def get_run(s: Session, run_id: str, *, for_update: bool = False) -> Run | None:
     if for_update:
         return s.scalar(select(Run).where(Run.id == run_id).with_for_update())
     return s.get(Run, run_id)
+
+
+def run_fact_rows(s: Session, run_id: str) -> Sequence[Row[Any]]:
+    """A run's experiment, params, tags and datasets in one round trip (every new version's
+    signature records them): rows of (kind, a, b, c, n), kind ``r`` (a = experiment id), ``p``
+    and ``t`` (a = key, b = value) or ``d`` (a = name, b = digest, c = source URI, n = id)."""
+    text_null = cast(null(), String)
+    run = select(
+        literal("r").label("kind"),
+        Run.experiment_id.label("a"),
+        text_null.label("b"),
+        text_null.label("c"),
+        literal(0).label("n"),
+    ).where(Run.id == run_id)
+    params = select(literal("p"), Param.key, Param.value, text_null, literal(0))
+    tags = select(literal("t"), RunTag.key, RunTag.value, text_null, literal(0))
+    datasets = select(
+        literal("d"), RunDataset.name, RunDataset.digest, RunDataset.source_uri, RunDataset.id
+    )
+    return s.execute(
+        union_all(
+            run,
+            params.where(Param.run_id == run_id),
+            tags.where(RunTag.run_id == run_id),
+            datasets.where(RunDataset.run_id == run_id),
+        )
+    ).all()
 
 
 def run_params(s: Session, run_ids: Sequence[str]) -> dict[str, dict[str, str]]:

@@ -395,6 +395,13 @@ def run_view(s: Session, run: Run) -> sch.Run:
 
 
 @dataclass(frozen=True)
+class DatasetFact:
+    name: str
+    digest: str | None
+    source_uri: str | None
+
+
+@dataclass(frozen=True)
 class RunFacts:
     """What a model version's provenance records of its source run: its params, tags and
     datasets (no metrics: signing every new version should not read them)."""
@@ -403,18 +410,32 @@ class RunFacts:
     experiment_id: str
     params: dict[str, str]
     tags: dict[str, str]
-    datasets: list[RunDataset]
+    datasets: list[DatasetFact]
 
 
 def run_facts(s: Session, run_id: str) -> RunFacts:
-    run = get_run(s, run_id)
-    ids = [run.id]
+    """One query (it runs in every version's creating transaction)."""
+    experiment_id: str | None = None
+    params: dict[str, str] = {}
+    tags: dict[str, str] = {}
+    datasets: list[tuple[int, DatasetFact]] = []
+    for kind, a, b, c, n in repo.run_fact_rows(s, run_id):
+        if kind == "r":
+            experiment_id = a
+        elif kind == "p":
+            params[a] = b
+        elif kind == "t":
+            tags[a] = b
+        else:
+            datasets.append((n, DatasetFact(name=a, digest=b, source_uri=c)))
+    if experiment_id is None:
+        get_run(s, run_id)  # raises the usual "Run ... does not exist."
     return RunFacts(
-        id=run.id,
-        experiment_id=run.experiment_id,
-        params=repo.run_params(s, ids)[run.id],
-        tags=repo.run_tags(s, ids)[run.id],
-        datasets=repo.run_datasets(s, ids)[run.id],
+        id=run_id,
+        experiment_id=str(experiment_id),
+        params=params,
+        tags=tags,
+        datasets=[d for _, d in sorted(datasets, key=lambda x: x[0])],
     )
 
 
