@@ -95,13 +95,6 @@ def create_token(
     return IssuedToken(tok, raw)
 
 
-def list_tokens(session: Session, username: str | None = None) -> list[ApiToken]:
-    q = select(ApiToken).join(User).order_by(ApiToken.id)
-    if username:
-        q = q.where(User.username == username)
-    return list(session.scalars(q))
-
-
 def revoke_token(session: Session, principal: Principal, token_id: int) -> ApiToken:
     # Out-of-range ids cannot exist (and would overflow PostgreSQL's integer column).
     tok = session.get(ApiToken, token_id) if 0 < token_id < _MAX_ID else None
