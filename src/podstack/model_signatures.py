@@ -12,12 +12,14 @@ here builds a signature by hand.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import pathlib
 import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -113,13 +115,32 @@ def _manifest(name: str, files: Iterable[FileDigest]):  # type: ignore[no-untype
     return mf.Manifest(name, items, serialization_type)
 
 
+def _signer(private_key_path: pathlib.Path) -> Any:
+    """model_signing's signer for the key at this path, parsed once per file version (the
+    server signs every new version with the same key; a file rewritten in place is read
+    again)."""
+    st = private_key_path.stat()
+    return _signer_for(private_key_path, st.st_mtime_ns, st.st_size)
+
+
+@functools.lru_cache(maxsize=8)
+def _signer_for(private_key_path: pathlib.Path, _mtime_ns: int, _size: int) -> Any:
+    from model_signing._signing import sign_ec_key
+
+    return sign_ec_key.Signer(private_key_path)
+
+
+@functools.lru_cache(maxsize=8)
+def _private_key_for(private_key_path: pathlib.Path, _mtime_ns: int, _size: int) -> Any:
+    return serialization.load_pem_private_key(private_key_path.read_bytes(), None)
+
+
 def sign(private_key_path: pathlib.Path, name: str, files: Iterable[FileDigest]) -> str:
     """The model-signing bundle (JSON) over ``files``, signed with the PEM private key at
     ``private_key_path``; ``name`` is informative (model_signing records the directory name)."""
-    from model_signing._signing import sign_ec_key
     from model_signing._signing.signing import Payload
 
-    signer = sign_ec_key.Signer(pathlib.Path(private_key_path))
+    signer = _signer(pathlib.Path(private_key_path))
     signature = signer.sign(Payload(_manifest(name, files)))
     return signature.bundle.to_json()
 
@@ -183,7 +204,9 @@ def sign_statement(private_key_path: pathlib.Path, key_ref: str, statement: dict
     from model_signing._signing.sign_ec_key import get_ec_key_hash
     from model_signing._signing.sign_sigstore_pb import pae
 
-    key = serialization.load_pem_private_key(pathlib.Path(private_key_path).read_bytes(), None)
+    path = pathlib.Path(private_key_path)
+    st = path.stat()
+    key = _private_key_for(path, st.st_mtime_ns, st.st_size)
     assert isinstance(key, ec.EllipticCurvePrivateKey)
     payload = json.dumps(statement, sort_keys=True, separators=(",", ":")).encode()
     sig = key.sign(pae(payload), ec.ECDSA(get_ec_key_hash(key.public_key())))
