@@ -90,9 +90,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         (drop if item.get_closest_marker(marker) else keep).append(item)
     if drop:
         config.hook.pytest_deselected(items=drop)
-    # Two of the longest single tests start first: xdist's work stealing hands each worker a block of
-    # the list and moves only tests not yet started, so a long test at the end of a block ends
-    # the pass minutes after the others are done.
+    # Two of the longest single tests start first: xdist's work stealing hands each worker a
+    # block of the list and moves only tests not yet started, so a long test at the end of a
+    # block ends the pass minutes after the others are done.
     keep.sort(key=lambda item: not _rel(item).startswith(_RUN_FIRST))
     items[:] = keep
 
