@@ -115,24 +115,23 @@ def _manifest(name: str, files: Iterable[FileDigest]):  # type: ignore[no-untype
     return mf.Manifest(name, items, serialization_type)
 
 
-def _signer(private_key_path: pathlib.Path) -> Any:
-    """model_signing's signer for the key at this path, parsed once per file version (the
-    server signs every new version with the same key; a file rewritten in place is read
+def _key(private_key_path: pathlib.Path) -> tuple[Any, ec.EllipticCurvePrivateKey]:
+    """model_signing's signer and the private key at this path, parsed once per file version
+    (the server signs every new version with the same key; a file rewritten in place is read
     again)."""
     st = private_key_path.stat()
-    return _signer_for(private_key_path, st.st_mtime_ns, st.st_size)
+    return _parse_key(private_key_path, st.st_mtime_ns, st.st_size)
 
 
 @functools.lru_cache(maxsize=8)
-def _signer_for(private_key_path: pathlib.Path, _mtime_ns: int, _size: int) -> Any:
+def _parse_key(
+    private_key_path: pathlib.Path, _mtime_ns: int, _size: int
+) -> tuple[Any, ec.EllipticCurvePrivateKey]:
     from model_signing._signing import sign_ec_key
 
-    return sign_ec_key.Signer(private_key_path)
-
-
-@functools.lru_cache(maxsize=8)
-def _private_key_for(private_key_path: pathlib.Path, _mtime_ns: int, _size: int) -> Any:
-    return serialization.load_pem_private_key(private_key_path.read_bytes(), None)
+    key = serialization.load_pem_private_key(private_key_path.read_bytes(), None)
+    assert isinstance(key, ec.EllipticCurvePrivateKey)
+    return sign_ec_key.Signer(private_key_path), key
 
 
 def sign(private_key_path: pathlib.Path, name: str, files: Iterable[FileDigest]) -> str:
@@ -140,7 +139,7 @@ def sign(private_key_path: pathlib.Path, name: str, files: Iterable[FileDigest])
     ``private_key_path``; ``name`` is informative (model_signing records the directory name)."""
     from model_signing._signing.signing import Payload
 
-    signer = _signer(pathlib.Path(private_key_path))
+    signer, _ = _key(pathlib.Path(private_key_path))
     signature = signer.sign(Payload(_manifest(name, files)))
     return signature.bundle.to_json()
 
@@ -204,10 +203,7 @@ def sign_statement(private_key_path: pathlib.Path, key_ref: str, statement: dict
     from model_signing._signing.sign_ec_key import get_ec_key_hash
     from model_signing._signing.sign_sigstore_pb import pae
 
-    path = pathlib.Path(private_key_path)
-    st = path.stat()
-    key = _private_key_for(path, st.st_mtime_ns, st.st_size)
-    assert isinstance(key, ec.EllipticCurvePrivateKey)
+    _, key = _key(pathlib.Path(private_key_path))
     payload = json.dumps(statement, sort_keys=True, separators=(",", ":")).encode()
     sig = key.sign(pae(payload), ec.ECDSA(get_ec_key_hash(key.public_key())))
     return {
