@@ -101,6 +101,10 @@ def init_state(app: FastAPI, settings: Settings) -> None:
     if settings.migrate_on_start:
         migrate.upgrade(db.engine)
     state.db = db
+    # Read by the permission checks and the read filter of every session (permissions/).
+    from podstack.server.permissions import read_filter
+
+    db.info[read_filter.DEFAULT_PERMISSION_INFO] = settings.default_permission
     # The local disk or an S3 bucket (PODSTACK_ARTIFACTS_URI); an unusable bucket stops here.
     state.store = open_store(settings)
     # Signing secrets still stored in clear (older databases, restored backups) get encrypted.

@@ -85,6 +85,11 @@ class Settings(BaseSettings):
     oidc_group_roles: str = ""
     # Shown as "Sign in with <name>"; defaults to the issuer's host name.
     oidc_provider_name: str | None = None
+    # Permissions on models and experiments (permissions/): what everyone holds on a resource
+    # they neither own nor were granted, NONE | READ | EDIT | MANAGE. MANAGE is today's
+    # behaviour (the global role alone decides); NONE makes models and experiments private to
+    # their owners and grantees. Admins always hold MANAGE; a viewer never more than READ.
+    default_permission: str = "MANAGE"
     # Embedded mode: in-process app acting as a local admin without tokens.
     embedded: bool = False
     # Background loops (scheduler, webhook delivery, deployment health); tests turn them off.
@@ -144,6 +149,18 @@ class Settings(BaseSettings):
         if uri:
             parse(uri)
         return uri
+
+    @field_validator("default_permission")
+    @classmethod
+    def _valid_default_permission(cls, value: str) -> str:
+        from podstack.server.permissions.levels import LEVELS
+
+        level = value.strip().upper()
+        if level not in LEVELS:
+            raise ValueError(
+                f"PODSTACK_DEFAULT_PERMISSION must be one of {', '.join(LEVELS)}, not {value!r}."
+            )
+        return level
 
     @field_validator("outbound_allow")
     @classmethod

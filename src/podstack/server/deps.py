@@ -57,12 +57,14 @@ class Ctx:
 
     @contextmanager
     def write(self) -> Iterator[Session]:
-        with self.db.session() as s:
+        # The caller rides along: permission checks and the read filter (permissions/) see
+        # who the session acts for without a parameter threaded through every service.
+        with self.db.session(principal=self.principal) as s:
             yield s
 
     @contextmanager
     def read(self) -> Iterator[Session]:
-        with self.db.session(readonly=True) as s:
+        with self.db.session(readonly=True, principal=self.principal) as s:
             yield s
 
 

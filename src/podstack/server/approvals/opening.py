@@ -33,6 +33,7 @@ from podstack.server.audit import service as audit
 from podstack.server.db.base import new_id, utcnow
 from podstack.server.events import service as events
 from podstack.server.notifications import service as notifications
+from podstack.server.permissions import service as permissions
 from podstack.server.provenance import service as provenance
 from podstack.server.registry import lookup
 from podstack.server.registry.hooks import AliasProposal, Interception, TransitionProposal
@@ -62,6 +63,7 @@ def create_request(
 ) -> ApprovalRequest:
     to_stage = normalize_stage(stage)
     m = lookup.get_model(s, model_name)
+    permissions.require_model(s, m, permissions.EDIT)
     # A number or a models:/ reference; then the row is locked against concurrent requests.
     number = lookup.resolve_in_model(s, m, version).version
     m, mv = lookup.get_version(s, m.name, number, for_update=True)

@@ -75,6 +75,10 @@ def _configure_sqlite(engine: Engine) -> None:
 _EFFECTS = "podstack_on_commit"
 _READY = "podstack_on_commit_ready"
 _DATABASE = "podstack_database"
+# Who the session acts for (a ``Principal``): set by ``Database.session(principal=...)`` from
+# the request contexts (``deps.Ctx``, the UI's ``WebCtx``); read by the permission checks and
+# the read filter (permissions/read_filter.py). Absent: the server itself (background loops).
+PRINCIPAL_INFO = "podstack_principal"
 
 
 def on_commit(session: Session, fn: Callable[[], None]) -> None:
@@ -135,11 +139,13 @@ class Database:
         return self.engine.dialect.name
 
     @contextmanager
-    def session(self, *, readonly: bool = False) -> Iterator[Session]:
+    def session(self, *, readonly: bool = False, principal: Any = None) -> Iterator[Session]:
         factory = self._read if readonly else self._write
         session = factory()
         session.info.update(self.info)
         session.info[_DATABASE] = self
+        if principal is not None:
+            session.info[PRINCIPAL_INFO] = principal
         try:
             yield session
             if readonly:

@@ -21,6 +21,7 @@ from podstack.errors import Conflict, ValidationFailed
 from podstack.server.audit import service as audit
 from podstack.server.db.base import utcnow
 from podstack.server.events import service as events
+from podstack.server.permissions import service as permissions
 from podstack.server.registry import hooks
 from podstack.server.registry import repository as repo
 from podstack.server.registry.lookup import existing_alias, get_model, resolve_in_model
@@ -97,6 +98,7 @@ def set_alias(
 ) -> tuple[RegisteredModel, ModelAlias, int]:
     validate_alias(alias)
     m = get_model(s, name, for_update=True)
+    permissions.require_model(s, m, permissions.EDIT)
     mv = resolve_in_model(s, m, version, "an alias can only point at a version of its own model")
     current = repo.get_alias(s, m.id, alias)
     previous = None
@@ -165,6 +167,7 @@ def delete_alias(
     s: Session, actor: str, name: str, alias: str, *, request_id: str | None = None
 ) -> None:
     m = get_model(s, name, for_update=True)
+    permissions.require_model(s, m, permissions.EDIT)
     a = existing_alias(s, m, alias)
     for guard in hooks.ALIAS_DELETE_GUARDS:
         guard(s, m, alias)
@@ -187,6 +190,7 @@ def rollback_alias(
     """Moves the alias back to the version it pointed at before its current one. Repeated
     rollbacks keep walking back (the history is a stack: set pushes, rollback pops)."""
     m = get_model(s, name, for_update=True)
+    permissions.require_model(s, m, permissions.EDIT)
     current = existing_alias(s, m, alias)
     stack: list[int] = []
     for row in repo.alias_history(s, m.id, alias):

@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session
 from podstack.errors import NotFound, ValidationFailed
 from podstack.server.audit import service as audit
 from podstack.server.db.base import utcnow
+from podstack.server.permissions import service as permissions
 from podstack.server.registry import model_pages as pages
 from podstack.server.registry import repository as repo
 from podstack.server.registry.lookup import get_model
@@ -53,6 +54,7 @@ def tags_of(s: Session, model_ids: Sequence[int]) -> dict[int, dict[str, str]]:
 def set_model_tag(s: Session, actor: str, name: str, key: str, value: str) -> RegisteredModel:
     key, value = validate_tag(key, value)
     m = get_model(s, name)
+    permissions.require_model(s, m, permissions.EDIT)
     old = repo.model_tags_of(s, [m.id])[m.id].get(key)
     repo.upsert_model_tag(s, m.id, key, value)
     m.updated_at = utcnow()
@@ -70,6 +72,7 @@ def set_model_tag(s: Session, actor: str, name: str, key: str, value: str) -> Re
 
 def delete_model_tag(s: Session, actor: str, name: str, key: str) -> RegisteredModel:
     m = get_model(s, name)
+    permissions.require_model(s, m, permissions.EDIT)
     old = repo.model_tags_of(s, [m.id])[m.id].get(key)
     if old is not None:
         repo.delete_model_tag(s, m.id, key)

@@ -43,6 +43,7 @@ from podstack.server.audit import service as audit
 from podstack.server.db.base import utcnow
 from podstack.server.events import service as events
 from podstack.server.pagination import clamp_limit, decode_token, encode_token, page_of
+from podstack.server.permissions import service as permissions
 from podstack.server.registry import hooks
 from podstack.server.registry import model_pages as pages
 from podstack.server.registry import repository as repo
@@ -232,6 +233,7 @@ def _allocate_number(s: Session, actor: str, name: str) -> tuple[RegisteredModel
     """
     m = repo.allocate_version(s, name, utcnow())
     if m is not None:
+        permissions.require_model(s, m, permissions.EDIT)
         return m, m.next_version - 1
     validate_model_name(name)
     try:
@@ -240,8 +242,11 @@ def _allocate_number(s: Session, actor: str, name: str) -> tuple[RegisteredModel
             m = _insert_model(s, actor, name, None, [], next_version=2)
     except DBIntegrityError:
         m = repo.allocate_version(s, name, utcnow())
-        if m is None:  # pragma: no cover - the unique violation proves it exists
-            raise
+        if m is None:
+            # The name is taken by a model this caller cannot read (the read filter hid it):
+            # names are unique server-wide, so say so as register_model does.
+            raise Conflict(f"Registered model {name!r} already exists.", {"model_name": name})
+        permissions.require_model(s, m, permissions.EDIT)
         return m, m.next_version - 1
     _model_created(s, actor, m, [])
     return m, 1
@@ -255,6 +260,7 @@ def update_model(
     labels: Sequence[str] | None = None,
 ) -> RegisteredModel:
     m = get_model(s, name)
+    permissions.require_model(s, m, permissions.EDIT)
     before = _model_doc(m, pages.labels_of(s, [m.id])[m.id])
     if description is not None:
         m.description = description
@@ -269,6 +275,7 @@ def update_model(
 
 def delete_model(s: Session, actor: str, name: str) -> None:
     m = get_model(s, name, for_update=True)
+    permissions.require_model(s, m, permissions.MANAGE)
     versions = repo.all_versions(s, m.id)
     prod = [v.version for v in versions if v.stage == "Production"]
     if prod:
@@ -469,6 +476,7 @@ def update_version(
     s: Session, actor: str, name: str, version: Any, description: str | None
 ) -> tuple[RegisteredModel, ModelVersion]:
     m, mv = get_version(s, name, version)
+    permissions.require_model(s, m, permissions.EDIT)
     before = {"description": mv.description}
     if description is not None:
         mv.description = description
@@ -489,7 +497,7 @@ def delete_version(s: Session, actor: str, name: str, version: Any) -> None:
     # Model row first, then the version: the same lock order as transitions, so a delete
     # racing a promotion waits instead of deadlocking.
     parse_version(version)
-    get_model(s, name, for_update=True)
+    permissions.require_model(s, get_model(s, name, for_update=True), permissions.EDIT)
     m, mv = get_version(s, name, version, for_update=True)
     if mv.stage == "Production":
         raise Conflict(
@@ -515,6 +523,7 @@ def delete_version(s: Session, actor: str, name: str, version: Any) -> None:
 
 def set_version_tag(s: Session, actor: str, name: str, version: Any, key: str, value: str) -> None:
     m, mv = get_version(s, name, version)
+    permissions.require_model(s, m, permissions.EDIT)
     old = repo.tags_of(s, [mv.id])[mv.id].get(key)
     repo.upsert_tags(s, mv.id, {key: value})
     mv.updated_at = utcnow()
@@ -531,6 +540,7 @@ def set_version_tag(s: Session, actor: str, name: str, version: Any, key: str, v
 
 def delete_version_tag(s: Session, actor: str, name: str, version: Any, key: str) -> None:
     m, mv = get_version(s, name, version)
+    permissions.require_model(s, m, permissions.EDIT)
     old = repo.tags_of(s, [mv.id])[mv.id].get(key)
     if old is None or not repo.delete_tag(s, mv.id, key):
         raise NotFound(
@@ -548,6 +558,7 @@ def log_version_metrics(
 ) -> None:
     """Validation metrics of the version itself; logging a key again replaces its value."""
     m, mv = get_version(s, name, version)
+    permissions.require_model(s, m, permissions.EDIT)
     if not metrics:
         raise ValidationFailed("No metrics given.", {})
     now = utcnow()

@@ -14,6 +14,7 @@ from podstack.errors import ValidationFailed
 from podstack.server.audit import service as audit
 from podstack.server.db.base import utcnow
 from podstack.server.events import service as events
+from podstack.server.permissions import service as permissions
 from podstack.server.registry import hooks
 from podstack.server.registry import repository as repo
 from podstack.server.registry.hooks import TransitionOutcome, TransitionProposal
@@ -37,6 +38,7 @@ def transition_stage(
     to_stage = normalize_stage(stage)
     check_archive_existing(to_stage, archive_existing)
     m, mv = get_version(s, name, version)
+    permissions.require_model(s, m, permissions.EDIT)
     if mv.stage == to_stage and not (archive_existing and _others_in(s, mv, to_stage)):
         return TransitionOutcome(mv, applied=False)  # nothing to do, nothing to record
     proposal = TransitionProposal(

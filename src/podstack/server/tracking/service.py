@@ -16,6 +16,7 @@ from podstack.schemas import tracking as sch
 from podstack.server.audit import service as audit
 from podstack.server.db.base import as_utc, model_to_dict, new_id, utcnow
 from podstack.server.pagination import clamp_limit, decode_token, encode_token, page_of
+from podstack.server.permissions import service as permissions
 from podstack.server.tracking import filters, metric_writes
 from podstack.server.tracking import repository as repo
 from podstack.server.tracking.models import (
@@ -75,6 +76,7 @@ def resolve_or_create_experiment(s: Session, actor: str, ref: str) -> Experiment
 
 def update_experiment(s: Session, actor: str, ref: str, body: sch.ExperimentUpdate) -> Experiment:
     exp = get_experiment(s, ref)
+    permissions.require_experiment(s, exp, permissions.EDIT, ref=ref)
     before = model_to_dict(exp, _EXP_FIELDS)
     if body.name is not None and body.name != exp.name:
         if repo.experiment_name_taken(s, body.name, exclude_id=exp.id):
@@ -95,6 +97,7 @@ def update_experiment(s: Session, actor: str, ref: str, body: sch.ExperimentUpda
 
 def delete_experiment(s: Session, actor: str, ref: str) -> None:
     exp = get_experiment(s, ref)
+    permissions.require_experiment(s, exp, permissions.MANAGE, ref=ref)
     before = model_to_dict(exp, _EXP_FIELDS)
     _ensure_runs_deletable(
         s, [r for r in s.scalars(select(Run.id).where(Run.experiment_id == exp.id))]
@@ -136,6 +139,7 @@ def list_experiments(
 
 def create_run(s: Session, actor: str, body: sch.RunCreate) -> Run:
     exp = resolve_or_create_experiment(s, actor, body.experiment_id)
+    permissions.require_experiment(s, exp, permissions.EDIT, ref=body.experiment_id)
     if exp.archived:
         raise Conflict(
             f"Experiment {exp.name!r} is archived; unarchive it to add runs.",
@@ -186,9 +190,17 @@ def latest_metric_rows(s: Session, run_id: str) -> list[LatestMetric]:
     return repo.latest_metric_rows(s, run_id)
 
 
-def require_active_run(s: Session, run_id: str) -> Run:
-    """Params, metrics, artifacts and datasets may only be logged while a run is RUNNING."""
+def editable_run(s: Session, run_id: str) -> Run:
+    """The run, for a change: the caller needs EDIT on its experiment."""
     run = get_run(s, run_id)
+    permissions.require_experiment_id(s, run.experiment_id, permissions.EDIT)
+    return run
+
+
+def require_active_run(s: Session, run_id: str) -> Run:
+    """Params, metrics, artifacts and datasets may only be logged while a run is RUNNING
+    (by holders of EDIT on its experiment)."""
+    run = editable_run(s, run_id)
     if run.status in TERMINAL:
         raise Conflict(
             f"Run {run_id} is {run.status}; nothing more can be logged to it. Start a new run.",
@@ -198,7 +210,7 @@ def require_active_run(s: Session, run_id: str) -> Run:
 
 
 def update_run(s: Session, actor: str, run_id: str, body: sch.RunUpdate) -> Run:
-    run = get_run(s, run_id)
+    run = editable_run(s, run_id)
     before = model_to_dict(run, ["status", "name", "notes", "end_time"])
     if body.status is not None and body.status.value != run.status:
         if run.status in TERMINAL:
@@ -229,7 +241,7 @@ def update_run(s: Session, actor: str, run_id: str, body: sch.RunUpdate) -> Run:
 
 
 def delete_run(s: Session, actor: str, run_id: str) -> None:
-    run = get_run(s, run_id)
+    run = editable_run(s, run_id)
     _ensure_runs_deletable(s, [run.id])
     s.delete(run)
     audit.record(s, actor, "run.delete", "run", run_id, {"experiment_id": run.experiment_id}, None)
@@ -310,13 +322,13 @@ def log_metrics(s: Session, actor: str, run_id: str, body: sch.LogMetrics) -> in
 
 
 def set_tags(s: Session, actor: str, run_id: str, tags: dict[str, str]) -> None:
-    get_run(s, run_id)
+    editable_run(s, run_id)
     repo.upsert_tags(s, run_id, tags)
     audit.record(s, actor, "run.set_tags", "run", run_id, None, {"tags": tags})
 
 
 def delete_tag(s: Session, actor: str, run_id: str, key: str) -> None:
-    get_run(s, run_id)
+    editable_run(s, run_id)
     if not repo.delete_tag(s, run_id, key):
         raise NotFound(f"Run {run_id} has no tag {key!r}.", {"run_id": run_id, "key": key})
     audit.record(s, actor, "run.delete_tag", "run", run_id, {"key": key}, None)

@@ -351,12 +351,13 @@ class WebCtx:
 
     @contextmanager
     def read(self) -> Iterator[Session]:
-        with self.db.session(readonly=True) as s:
+        # As deps.Ctx: the caller rides along for the permission checks and read filter.
+        with self.db.session(readonly=True, principal=self.principal) as s:
             yield s
 
     @contextmanager
     def write(self) -> Iterator[Session]:
-        with self.db.session() as s:
+        with self.db.session(principal=self.principal) as s:
             yield s
 
     def context(self, **extra: Any) -> dict[str, Any]:
