@@ -150,6 +150,18 @@ def _readable_sets(p: Principal) -> dict[str, Any]:
     }
 
 
+def readable_clause(session: Session, kind: str, id_col: Any) -> ColumnElement[bool] | None:
+    """For hand-built Core queries the ORM criteria do not reach (the registry's model search):
+    a condition keeping ``id_col`` (a model or experiment id column) to what the session's
+    principal may read, or None when reads are not narrowed."""
+    if not is_restricted(session):
+        return None
+    p = principal_of(session)
+    assert p is not None
+    sets = _readable_sets(p)
+    return id_col.in_(sets["registered_models" if kind == MODEL else "experiments"])
+
+
 def _criteria(session: Session, p: Principal) -> list[Any]:
     cached = session.info.get(_CRITERIA)
     if cached is not None and cached[0] is p:

@@ -56,6 +56,8 @@ from podstack.server.permissions.models import ResourceGrant
 principal_of = read_filter.principal_of
 default_permission = read_filter.default_permission
 unrestricted = read_filter.unrestricted
+readable_clause = read_filter.readable_clause
+is_restricted = read_filter.is_restricted
 
 
 def _not_found(kind: str, ref: str) -> NotFound:

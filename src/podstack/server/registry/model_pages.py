@@ -29,6 +29,8 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Session
 
+from podstack.server.permissions import service as permissions
+from podstack.server.permissions.levels import MODEL
 from podstack.server.registry.models import ModelLabel, ModelVersion, RegisteredModel
 from podstack.server.registry.rules import STAGE_ORDER
 
@@ -255,6 +257,11 @@ def stage_rank(s: Session, model_id: int) -> int:
 
 
 def _rows(s: Session, stmt: Any, params: dict[str, Any]) -> list[ModelRow]:
+    # These statements are Core (the ORM's read filter does not see them): narrowed here to
+    # the models the caller may read when the server's default permission is below READ.
+    readable = permissions.readable_clause(s, MODEL, _M.id)
+    if readable is not None:
+        stmt = stmt.where(readable)
     return [ModelRow._make(r) for r in s.execute(stmt, params)]
 
 

@@ -71,6 +71,13 @@ def resolve_or_create_experiment(s: Session, actor: str, ref: str) -> Experiment
     exp = repo.get_experiment(s, ref)
     if exp is not None:
         return exp
+    if permissions.is_restricted(s):
+        with permissions.unrestricted(s):
+            hidden = repo.get_experiment(s, ref) is not None
+        if hidden:
+            # It exists but the caller cannot read it: the answer a missing one would get
+            # from every other route, rather than a new experiment named after its id.
+            raise NotFound(f"Experiment {ref!r} does not exist.", {"experiment": ref})
     return create_experiment(s, actor, sch.ExperimentCreate(name=ref))
 
 
