@@ -87,6 +87,11 @@ TABLE: dict[str, str] = {
     "DELETE /api/v1/experiments/{ref}": "editor",
     "GET /api/v1/experiments/{ref}": "viewer",
     "PATCH /api/v1/experiments/{ref}": "editor",
+    # Permissions: MANAGE on the resource, which a viewer never holds (its role caps it at
+    # READ); with the default permission (MANAGE) every editor holds it.
+    "GET /api/v1/experiments/{ref}/permissions": "editor",
+    "DELETE /api/v1/experiments/{ref}/permissions/{grantee_type}/{grantee:path}": "editor",
+    "PUT /api/v1/experiments/{ref}/permissions/{grantee_type}/{grantee:path}": "editor",
     "GET /api/v1/groups": "viewer",
     "POST /api/v1/groups": "admin",
     "DELETE /api/v1/groups/{name}": "admin",
@@ -104,6 +109,9 @@ TABLE: dict[str, str] = {
     "DELETE /api/v1/registered-models/{name}": "editor",
     "GET /api/v1/registered-models/{name}": "viewer",
     "PATCH /api/v1/registered-models/{name}": "editor",
+    "GET /api/v1/registered-models/{name}/permissions": "editor",
+    "DELETE /api/v1/registered-models/{name}/permissions/{grantee_type}/{grantee:path}": "editor",
+    "PUT /api/v1/registered-models/{name}/permissions/{grantee_type}/{grantee:path}": "editor",
     "GET /api/v1/registered-models/{name}/aliases": "viewer",
     "DELETE /api/v1/registered-models/{name}/aliases/{alias}": "editor",
     "GET /api/v1/registered-models/{name}/aliases/{alias}": "viewer",

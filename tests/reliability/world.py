@@ -176,6 +176,10 @@ def path_for(method: str, template: str, world: World) -> str:
                 return "m-" + "0" * 32
             case "tag_key":
                 return "team"
+            case "grantee_type":
+                return "user"
+            case "grantee":
+                return world.usernames["reviewer"]
             case "token_id" | "webhook_id" | "delivery_id" | "execution_id" | "notification_id":
                 return ids[param]
         raise AssertionError(

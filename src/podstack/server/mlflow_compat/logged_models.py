@@ -42,6 +42,7 @@ from podstack.server.mlflow_compat.errors import MlflowRoute, invalid, not_found
 from podstack.server.mlflow_compat.models import LoggedModel
 from podstack.server.mlflow_compat.paging import offset_token, read_offset
 from podstack.server.mlflow_compat.search import parse_filter
+from podstack.server.permissions import service as permissions
 from podstack.server.tracking import mlflow_search
 from podstack.server.tracking import service as tracking
 from podstack.server.tracking.models import Experiment
@@ -60,6 +61,13 @@ def get(s: Session, model_id: str) -> LoggedModel:
     model = repo.get(s, model_id) if model_id else None
     if model is None:
         raise not_found(f"Logged model with ID '{model_id}' not found.")
+    return model
+
+
+def get_for_change(s: Session, model_id: str) -> LoggedModel:
+    """The logged model, for a change: needs EDIT on its experiment."""
+    model = get(s, model_id)
+    permissions.require_experiment_id(s, model.experiment_id, permissions.EDIT)
     return model
 
 
@@ -239,7 +247,7 @@ _STATUS_NUMBERS = dict(enumerate(STATUSES, start=1))  # the proto enum's numbers
 def finalize_logged_model(model_id: str, body: Finalize, ctx: EditorCtx) -> dict[str, Any]:
     status = _STATUS_NUMBERS.get(body.status, "") if isinstance(body.status, int) else body.status
     with ctx.write() as s:
-        model = finalize(s, ctx.actor, get(s, model_id), status or "")
+        model = finalize(s, ctx.actor, get_for_change(s, model_id), status or "")
         return {"model": doc(model)}
 
 
@@ -248,7 +256,7 @@ def delete_logged_model(model_id: str, ctx: EditorCtx) -> dict[str, Any]:
     """Forgets the logged model; its files stay artifacts of its run (registered versions
     may hold snapshots of them)."""
     with ctx.write() as s:
-        model = get(s, model_id)
+        model = get_for_change(s, model_id)
         before = _snapshot(model)
         repo.delete(s, model)
         audit.record(s, ctx.actor, "mlflow.logged_model.delete", "run", model.run_id, before, None)
@@ -263,7 +271,7 @@ class SetTags(_Body):
 def set_logged_model_tags(model_id: str, body: SetTags, ctx: EditorCtx) -> dict[str, Any]:
     tags = _pydantic_tags(_kv(body.tags))
     with ctx.write() as s:
-        model = get(s, model_id)
+        model = get_for_change(s, model_id)
         before = dict(model.tags or {})
         model.tags = {**before, **tags}
         model.updated_at = utcnow()
@@ -283,7 +291,7 @@ def _pydantic_tags(tags: dict[str, str]) -> dict[str, str]:
 @router.delete("/logged-models/{model_id}/tags/{tag_key:path}")
 def delete_logged_model_tag(model_id: str, tag_key: str, ctx: EditorCtx) -> dict[str, Any]:
     with ctx.write() as s:
-        model = get(s, model_id)
+        model = get_for_change(s, model_id)
         tags = dict(model.tags or {})
         if tag_key not in tags:
             raise not_found(f"No tag with key {tag_key!r} on logged model {model_id}.")
@@ -310,7 +318,7 @@ class LogParams(_Body):
 def log_logged_model_params(model_id: str, body: LogParams, ctx: EditorCtx) -> dict[str, Any]:
     params = _kv(body.params)
     with ctx.write() as s:
-        model = get(s, model_id)
+        model = get_for_change(s, model_id)
         current = dict(model.params or {})
         changed = sorted(k for k, v in params.items() if k in current and current[k] != v)
         if changed:

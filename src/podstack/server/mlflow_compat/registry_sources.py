@@ -133,6 +133,9 @@ def download_uri(s: Session, m: RegisteredModel, mv: ModelVersion) -> str:
     )
     if held:
         return logged_models.artifact_uri(held[0])
-    run = tracking.get_run(s, mv.source_run_id)
+    run = tracking.find_run(s, mv.source_run_id)
+    if run is None:
+        # The caller reads the model but not its source run's experiment (permissions).
+        return f"runs:/{ids.run_to_mlflow(mv.source_run_id)}/{mv.artifact_path}"
     base = ids.run_artifact_uri(run.experiment_id, run.id)
     return f"{base}/{mv.artifact_path}" if mv.artifact_path else base

@@ -95,12 +95,19 @@ def unrestricted(session: Session) -> Iterator[None]:
 
 
 _PARENTS = ("registered_models", "model_versions", "experiments", "runs")
+_OWNING = ("model_id", "version_id", "experiment_id", "run_id")
 _children: list[tuple[type, list[tuple[Any, str, bool]]]] | None = None
 
 
 def _child_entities() -> list[tuple[type, list[tuple[Any, str, bool]]]]:
-    """(mapped class, [(column attribute, parent table, nullable)]) for every mapped table with
-    a foreign key to one of the four parent tables; computed once from the metadata."""
+    """(mapped class, [(column attribute, parent table, nullable)]) for every mapped table whose
+    owning foreign key (``model_id``, ``version_id``, ``experiment_id``, ``run_id``) points at
+    one of the four parent tables; computed once from the metadata.
+
+    Only the owning link counts: a version's ``source_run_id`` or ``parent_version_id`` is a
+    reference, not its owner (a model readable to someone who cannot read the experiment it
+    was trained in still shows its versions; the run itself stays hidden). A row owned on the
+    registry side is judged by that side only."""
     global _children
     if _children is None:
         found = []
@@ -111,16 +118,15 @@ def _child_entities() -> list[tuple[type, list[tuple[Any, str, bool]]]]:
                 continue
             cols = []
             for col in table.columns:
+                if col.name not in _OWNING:
+                    continue
                 for fk in col.foreign_keys:
                     parent = fk.column.table.name
-                    if parent in _PARENTS and fk.column.name == "id":
-                        cols.append(
-                            (
-                                getattr(cls, mapper.get_property_by_column(col).key),
-                                parent,
-                                col.nullable,
-                            )
-                        )
+                    if parent in _PARENTS and parent != table.name and fk.column.name == "id":
+                        key = mapper.get_property_by_column(col).key
+                        cols.append((getattr(cls, key), parent, bool(col.nullable)))
+            if any(p in ("registered_models", "model_versions") for _, p, _ in cols):
+                cols = [c for c in cols if c[1] in ("registered_models", "model_versions")]
             if cols:
                 found.append((cls, cols))
         _children = found

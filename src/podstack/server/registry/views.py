@@ -111,7 +111,7 @@ def version_views(
         s, (mv.parent_version_id for _, mv in pairs if mv.parent_version_id)
     )
     files = repo.files_of_versions(s, ids) if detail else {}
-    runs: dict[str, sch.SourceRun] = {}
+    runs: dict[str, sch.SourceRun | None] = {}
     out = []
     for m, mv in pairs:
         parent = parents.get(mv.parent_version_id) if mv.parent_version_id else None
@@ -175,8 +175,13 @@ def new_version_view(s: Session, new: NewVersion, *, detail: bool = False) -> sc
     return view
 
 
-def source_run(s: Session, run_id: str) -> sch.SourceRun:
-    run = tracking.run_view(s, tracking.get_run(s, run_id))
+def source_run(s: Session, run_id: str) -> sch.SourceRun | None:
+    """The version's source run, or None when the caller cannot read its experiment (a grant
+    on a model does not open the experiment it was trained in)."""
+    found = tracking.find_run(s, run_id)
+    if found is None:
+        return None
+    run = tracking.run_view(s, found)
     try:
         exp_name: str | None = tracking.get_experiment(s, run.experiment_id).name
     except NotFound:
@@ -403,12 +408,17 @@ def compare_versions(
             {"versions": len(picked), "max": MAX_COMPARE},
         )
     numbers = [mv.version for mv in picked]
-    runs = {
-        r.id: r
-        for r in tracking.run_views(s, [tracking.get_run(s, mv.source_run_id) for mv in picked])
+    # Runs the caller cannot read (their experiment is not theirs) show no training data.
+    found = [r for r in (tracking.find_run(s, mv.source_run_id) for mv in picked) if r]
+    runs = {r.id: r for r in tracking.run_views(s, found)}
+    training = {
+        mv.version: runs[mv.source_run_id].metrics if mv.source_run_id in runs else {}
+        for mv in picked
     }
-    training = {mv.version: runs[mv.source_run_id].metrics for mv in picked}
-    params = {mv.version: runs[mv.source_run_id].params for mv in picked}
+    params = {
+        mv.version: runs[mv.source_run_id].params if mv.source_run_id in runs else {}
+        for mv in picked
+    }
     validation = repo.metrics_of(s, [mv.id for mv in picked])
     validation_by_n = {mv.version: validation[mv.id] for mv in picked}
 
@@ -487,55 +497,59 @@ def lineage(s: Session, name: str, version: Any) -> sch.LineageGraph:
         return node.id
 
     run = source_run(s, mv.source_run_id)
-    run_id = add(
-        sch.LineageNode(
-            id=f"run:{run.id}",
-            type="run",
-            label=run.name or run.id,
-            data={
-                "run_id": run.id,
-                "status": run.status.value,
-                "start_time": run.start_time.isoformat(),
-                "end_time": run.end_time.isoformat() if run.end_time else None,
-                "metrics": {k: (v if math.isfinite(v) else str(v)) for k, v in run.metrics.items()},
-            },
-        )
-    )
-    edges.append(sch.LineageEdge(source=run_id, target=root.id, relation="produced"))
-    exp_id = add(
-        sch.LineageNode(
-            id=f"experiment:{run.experiment_id}",
-            type="experiment",
-            label=run.experiment_name or run.experiment_id,
-            data={"experiment_id": run.experiment_id, "name": run.experiment_name},
-        )
-    )
-    edges.append(sch.LineageEdge(source=exp_id, target=run_id, relation="contains"))
-    if run.params:
-        pid = add(
+    # None: the caller may read the model but not the experiment of its source run.
+    if run is not None:
+        run_id = add(
             sch.LineageNode(
-                id=f"params:{run.id}",
-                type="params",
-                label=f"{len(run.params)} params",
-                data={"params": run.params},
-            )
-        )
-        edges.append(sch.LineageEdge(source=pid, target=run_id, relation="configured"))
-    for i, ds in enumerate(run.datasets):
-        did = add(
-            sch.LineageNode(
-                id=f"dataset:{run.id}:{i}",
-                type="dataset",
-                label=ds.name,
+                id=f"run:{run.id}",
+                type="run",
+                label=run.name or run.id,
                 data={
-                    "name": ds.name,
-                    "source_uri": ds.source_uri,
-                    "digest": ds.digest,
-                    "context": ds.context,
+                    "run_id": run.id,
+                    "status": run.status.value,
+                    "start_time": run.start_time.isoformat(),
+                    "end_time": run.end_time.isoformat() if run.end_time else None,
+                    "metrics": {
+                        k: (v if math.isfinite(v) else str(v)) for k, v in run.metrics.items()
+                    },
                 },
             )
         )
-        edges.append(sch.LineageEdge(source=did, target=run_id, relation=ds.context or "input"))
+        edges.append(sch.LineageEdge(source=run_id, target=root.id, relation="produced"))
+        exp_id = add(
+            sch.LineageNode(
+                id=f"experiment:{run.experiment_id}",
+                type="experiment",
+                label=run.experiment_name or run.experiment_id,
+                data={"experiment_id": run.experiment_id, "name": run.experiment_name},
+            )
+        )
+        edges.append(sch.LineageEdge(source=exp_id, target=run_id, relation="contains"))
+        if run.params:
+            pid = add(
+                sch.LineageNode(
+                    id=f"params:{run.id}",
+                    type="params",
+                    label=f"{len(run.params)} params",
+                    data={"params": run.params},
+                )
+            )
+            edges.append(sch.LineageEdge(source=pid, target=run_id, relation="configured"))
+        for i, ds in enumerate(run.datasets):
+            did = add(
+                sch.LineageNode(
+                    id=f"dataset:{run.id}:{i}",
+                    type="dataset",
+                    label=ds.name,
+                    data={
+                        "name": ds.name,
+                        "source_uri": ds.source_uri,
+                        "digest": ds.digest,
+                        "context": ds.context,
+                    },
+                )
+            )
+            edges.append(sch.LineageEdge(source=did, target=run_id, relation=ds.context or "input"))
 
     # Ancestors: the fine-tuning chain up to its base model (bounded against cycles).
     child = mv

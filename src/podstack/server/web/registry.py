@@ -213,12 +213,18 @@ def _versions_chart(s: Session, versions: list[rsch.ModelVersion]) -> list[dict[
     runs = {
         r.id: r
         for r in tracking.run_views(
-            s, [tracking.get_run(s, rid) for rid in {v.source_run_id for v in recent}]
+            s,
+            [
+                r
+                for r in (tracking.find_run(s, rid) for rid in {v.source_run_id for v in recent})
+                if r is not None  # unreadable source runs (permissions) add no points
+            ],
         )
     }
     series: dict[tuple[str, str], dict[int, float]] = {}
     for v in recent:
-        for key, value in runs[v.source_run_id].metrics.items():
+        run = runs.get(v.source_run_id)
+        for key, value in (run.metrics if run else {}).items():
             series.setdefault(("training", key), {})[v.version] = value
         for key, value in v.validation_metrics.items():
             series.setdefault(("validation", key), {})[v.version] = value
