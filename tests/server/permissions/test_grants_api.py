@@ -194,3 +194,20 @@ def test_default_setting_keeps_todays_behaviour(
     assert r.status_code == 200
     assert r.json()["default_permission"] == "MANAGE"
     assert editor.delete("/registered-models/shared").status_code == 204
+
+
+def test_run_backing_an_unreadable_version_is_not_deleted(world: World) -> None:
+    other, admin = world.client("other"), world.client("admin")
+    r = other.post("/runs", json={"experiment_id": "others-exp"})
+    assert r.status_code == 201, r.text
+    run_id = r.json()["id"]
+    assert other.put(f"/runs/{run_id}/artifacts/m.pt", content=b"x").status_code == 201
+    r = admin.post(
+        "/registered-models/admins-model/versions",
+        json={"source_run_id": run_id, "artifact_path": "m.pt"},
+    )
+    assert r.status_code == 201, r.text
+    r = other.delete(f"/runs/{run_id}")
+    assert r.status_code == 409, r.text
+    assert "admins-model" not in r.text
+    assert other.get(f"/runs/{run_id}").status_code == 200

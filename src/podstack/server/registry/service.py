@@ -138,6 +138,17 @@ __all__ = [
 def _runs_back_versions(s: Session, run_ids: list[str]) -> None:
     """Tracking's run-delete guard: a run that a registered version came from stays."""
     used = repo.versions_of_runs(s, run_ids)
+    if not used and permissions.is_restricted(s):
+        # Versions in models the caller cannot read still hold the run (the foreign key
+        # would refuse the delete anyway): refuse without naming them.
+        with permissions.unrestricted(s):
+            hidden = repo.versions_of_runs(s, run_ids)
+        if hidden:
+            raise Conflict(
+                f"Run {hidden[0].source_run_id} is the source of registered model versions "
+                "you cannot read; their owners or an admin must delete those versions first.",
+                {"run_id": hidden[0].source_run_id},
+            )
     if used:
         models = repo.models_by_ids(s, (v.model_id for v in used))
         refs = ", ".join(f"{models[v.model_id].name} v{v.version}" for v in used)
