@@ -39,8 +39,11 @@ serve: install
 # The whole suite on SQLite, then again on PostgreSQL where the database is part of what a test
 # checks: tests marked `one_db` (browser, CLI, SDK client side, model server; see
 # tests/conftest.py) run in the SQLite pass only, `postgres_only` ones in the PostgreSQL pass.
-test: dev
-	bash scripts/ensure-test-deps.sh
+# The test dependencies outside .venv (MLflow's venv, Chromium, the OpenID provider) install
+# while .venv is built: both wait mostly on downloads and unpacking.
+test:
+	@PY=$(PY) bash scripts/ensure-test-deps.sh & deps=$$!; \
+	$(MAKE) --no-print-directory dev; dev=$$?; wait $$deps && exit $$dev
 	$(MAKE) --no-print-directory test-sqlite test-postgres
 
 test-sqlite: dev

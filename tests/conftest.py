@@ -133,7 +133,8 @@ _ONE_DB_DIRS = (
     "reliability/test_access_control.py",
     "test_architecture.py",
 )
-# `podstack server` against each kind of database URL. (The SDK's fault-tolerance tests run
+# `podstack server` against each kind of database URL (its tests of what is refused before any
+# database is opened are marked `one_db` one by one). (The SDK's fault-tolerance tests run
 # once: the replay they rely on is tested on both databases in tests/server/idempotency.)
 _BOTH_DB_FILES = ("tests/cli/test_server_cmd.py",)
 

@@ -11,8 +11,10 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from benchmarks.mlflow_compare.servers import ServerProcess, free_port, spawn
+if TYPE_CHECKING:
+    from benchmarks.mlflow_compare.servers import ServerProcess
 
 MLFLOW_VERSION = os.environ.get("BENCH_MLFLOW_VERSION", "3.17.2")
 BENCH_DIR = Path(__file__).resolve().parent.parent
@@ -68,6 +70,10 @@ def start_server(db_url: str, workdir: Path) -> ServerProcess:
     """``mlflow server`` on a free loopback port, one worker, proxied artifacts in ``workdir``.
 
     Waits until it answers ``/health`` and its CPU is quiet."""
+    # Imported here, not at the top: ``ensure_venv`` runs under the system interpreter while
+    # `make test` builds .venv (scripts/ensure-test-deps.sh), and servers.py needs httpx/psutil.
+    from benchmarks.mlflow_compare.servers import free_port, spawn
+
     port = free_port()
     artifacts = workdir / "mlflow-artifacts"
     artifacts.mkdir(parents=True, exist_ok=True)

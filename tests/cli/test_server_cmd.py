@@ -172,6 +172,7 @@ def test_first_start_prints_token_and_instructions_then_stops_cleanly(start_serv
     assert again.terminate() == 0
 
 
+@pytest.mark.one_db
 def test_no_auth_refused_on_public_host(start_server, server_env: dict[str, str]) -> None:
     port = free_port()
     server = start_server("--no-auth", "--host", "0.0.0.0", "--port", str(port))
@@ -204,6 +205,7 @@ def test_port_in_use_fails_before_creating_the_admin(
         engine.dispose()
 
 
+@pytest.mark.one_db
 def test_no_auth_on_loopback_acts_as_local_admin(start_server) -> None:
     port = free_port()
     server = start_server("--no-auth", "--port", str(port))
@@ -229,6 +231,7 @@ def test_admin_token_from_env_with_two_workers(start_server, server_env: dict[st
     assert server.terminate() == 0
 
 
+@pytest.mark.one_db
 @pytest.mark.parametrize(
     ("host", "expected"),
     [
@@ -251,6 +254,7 @@ def test_is_loopback(host: str, expected: bool) -> None:
     assert is_loopback(host) is expected
 
 
+@pytest.mark.one_db
 @pytest.mark.parametrize(
     "uri", ["gs://bucket/models", "azure://container/x", "https://example.com/store"]
 )
@@ -280,6 +284,7 @@ def test_artifacts_uri_it_cannot_serve_stops_the_server(
     assert not (Path(server_env["PODSTACK_HOME"]) / "podstack.db").exists()
 
 
+@pytest.mark.one_db
 def test_embedded_mode_refuses_an_artifacts_uri_it_cannot_serve(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -297,6 +302,7 @@ def test_embedded_mode_refuses_an_artifacts_uri_it_cannot_serve(
     assert not (tmp_path / "gs:").exists()
 
 
+@pytest.mark.one_db
 @pytest.mark.parametrize("kind", ["path", "file_uri"])
 def test_local_artifacts_uris_still_accepted(tmp_path: Path, kind: str) -> None:
     from podstack.server.config import Settings

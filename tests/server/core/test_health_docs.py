@@ -22,7 +22,9 @@ def test_health_ready_and_metrics(live_server: LiveServer, api: httpx.Client) ->
 
 
 def test_openapi_and_docs_are_self_hosted(live_server: LiveServer) -> None:
-    with httpx.Client(base_url=live_server.url) as c:
+    # The first /openapi.json builds the schema of every route (seconds of CPU on a busy
+    # machine); httpx's default 5 s timeout is for requests, not for that one-time build.
+    with httpx.Client(base_url=live_server.url, timeout=60) as c:
         spec = c.get("/api/v1/openapi.json").json()
         assert spec["components"]["securitySchemes"]["bearerAuth"]["scheme"] == "bearer"
         assert "/api/v1/runs" in spec["paths"]
