@@ -88,6 +88,8 @@ def perm_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Live
         session_secret="test-session-secret",
         secret_key="test-secret-key",
         default_permission="NONE",
+        # The access-control world's webhook and schedule receivers listen on loopback.
+        outbound_allow="127.0.0.0/8,::1",
     )
     db = Database(url)
     migrate.upgrade(db.engine)

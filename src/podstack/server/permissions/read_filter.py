@@ -9,7 +9,8 @@ SELECT gets ``with_loader_criteria`` for:
 * ``RegisteredModel`` and ``Experiment``: owned by the caller, or granted to them or a group
   of theirs;
 * every mapped table with a foreign key to ``registered_models`` / ``model_versions`` /
-  ``experiments`` / ``runs`` (versions, files, tags, aliases, transitions, runs, metrics,
+  ``experiments`` / ``runs`` / ``schedules`` (a schedule is readable with its experiment;
+  versions, files, tags, aliases, transitions, runs, metrics,
   params, artifacts, deployments, approval requests, signatures, ...): the row's parent must
   be readable. Found from the foreign keys at first use, so a new table is covered the day it
   is added. A NULL foreign key (a global approval policy, a schedule without experiment)
@@ -45,6 +46,7 @@ from podstack.server.permissions.levels import (
     READ,
     at_least,
 )
+from podstack.server.schedules.models import Schedule
 
 DEFAULT_PERMISSION_INFO = "podstack_default_permission"
 _CRITERIA = "podstack_read_criteria"
@@ -53,6 +55,7 @@ MODELS = repo.MODELS
 EXPERIMENTS = repo.EXPERIMENTS
 VERSIONS = Base.metadata.tables.get("model_versions")
 RUNS = Base.metadata.tables.get("runs")
+SCHEDULES = Schedule.__table__
 
 
 def default_permission(session: Session) -> str:
@@ -94,8 +97,11 @@ def unrestricted(session: Session) -> Iterator[None]:
             session.info[PRINCIPAL_INFO] = principal
 
 
-_PARENTS = ("registered_models", "model_versions", "experiments", "runs")
-_OWNING = ("model_id", "version_id", "experiment_id", "run_id")
+_PARENTS = ("registered_models", "model_versions", "experiments", "runs", "schedules")
+_OWNING = ("model_id", "version_id", "experiment_id", "run_id", "schedule_id")
+# A row owned by one of these is judged by that owner only; its other links are references
+# (a version's source run, an execution's run). A schedule is readable with its experiment.
+_SOLE_OWNERS = (("registered_models", "model_versions"), ("schedules",))
 _children: list[tuple[type, list[tuple[Any, str, bool]]]] | None = None
 
 
@@ -125,8 +131,10 @@ def _child_entities() -> list[tuple[type, list[tuple[Any, str, bool]]]]:
                     if parent in _PARENTS and parent != table.name and fk.column.name == "id":
                         key = mapper.get_property_by_column(col).key
                         cols.append((getattr(cls, key), parent, bool(col.nullable)))
-            if any(p in ("registered_models", "model_versions") for _, p, _ in cols):
-                cols = [c for c in cols if c[1] in ("registered_models", "model_versions")]
+            for owners in _SOLE_OWNERS:
+                if any(p in owners for _, p, _ in cols):
+                    cols = [c for c in cols if c[1] in owners]
+                    break
             if cols:
                 found.append((cls, cols))
         _children = found
@@ -148,11 +156,15 @@ def _readable_sets(p: Principal) -> dict[str, Any]:
         exps = repo.readable_ids_query(EXPERIMENT, p.username, p.user_id)
         runs = select(RUNS.c.id).where(RUNS.c.experiment_id.in_(exps))
     versions = select(VERSIONS.c.id).where(VERSIONS.c.model_id.in_(models))
+    schedules = select(SCHEDULES.c.id).where(
+        or_(SCHEDULES.c.experiment_id.is_(None), SCHEDULES.c.experiment_id.in_(exps))
+    )
     return {
         "registered_models": models,
         "model_versions": versions,
         "experiments": exps,
         "runs": runs,
+        "schedules": schedules,
     }
 
 
