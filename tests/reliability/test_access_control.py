@@ -233,6 +233,10 @@ TABLE: dict[str, str] = {
     "GET /experiments": "viewer",
     "GET /experiments/{ref}": "viewer",
     "GET /experiments/{ref}/columns": "viewer",
+    # The Permissions tab: MANAGE on the resource, as over REST (a viewer's role caps it at READ).
+    "GET /experiments/{ref}/permissions": "editor",
+    "POST /experiments/{ref}/permissions": "editor",
+    "POST /experiments/{ref}/permissions/revoke": "editor",
     "GET /login": "anyone",
     # Single sign-on: the start and the provider's callback (checked by state, not by role).
     "GET /login/oidc": "anyone",
@@ -246,6 +250,9 @@ TABLE: dict[str, str] = {
     "POST /models/{name}/aliases": "editor",
     "POST /models/{name}/aliases/{alias}/delete": "editor",
     "GET /models/{name}/compare": "viewer",
+    "GET /models/{name}/permissions": "editor",
+    "POST /models/{name}/permissions": "editor",
+    "POST /models/{name}/permissions/revoke": "editor",
     "POST /models/{name}/delete": "editor",
     "POST /models/{name}/edit": "editor",
     "GET /models/{name}/versions/{version}": "viewer",

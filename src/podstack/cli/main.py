@@ -12,6 +12,7 @@ from podstack.cli import (
     demo,
     deployments,
     import_cmd,
+    permissions,
     provenance,
     registry,
     schedules,
@@ -43,6 +44,8 @@ app.command("demo")(demo.demo)
 app.add_typer(registry.models_app, name="models")
 app.add_typer(registry.versions_app, name="versions")
 app.add_typer(registry.aliases_app, name="aliases")
+registry.models_app.add_typer(permissions.model_permissions_app, name="permissions")
+app.add_typer(permissions.experiments_app, name="experiments")
 app.command("download")(registry.download)
 registry.models_app.command("sign")(provenance.sign)
 registry.models_app.command("verify")(provenance.verify)

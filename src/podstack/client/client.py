@@ -8,6 +8,7 @@ from podstack.client.artifacts import ArtifactsAPI
 from podstack.client.base import BaseClient
 from podstack.client.deployments import DeploymentsAPI
 from podstack.client.notifications import NotificationsAPI
+from podstack.client.permissions import PermissionsAPI
 from podstack.client.provenance import ProvenanceAPI
 from podstack.client.registry import RegistryAPI
 from podstack.client.schedules import SchedulesAPI
@@ -24,6 +25,7 @@ class MLOpsClient(
     NotificationsAPI,
     SchedulesAPI,
     AdminAPI,
+    PermissionsAPI,
     BaseClient,
 ):
     """Client for Podstack MLOps.

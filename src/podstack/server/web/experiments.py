@@ -14,9 +14,11 @@ from pydantic import ValidationError
 
 from podstack.errors import PodstackError
 from podstack.schemas import tracking as sch
+from podstack.server.permissions.levels import EXPERIMENT
 from podstack.server.tracking import compare as runs_table
 from podstack.server.tracking import service as tracking
 from podstack.server.web.core import ViewerPage, WebRoute
+from podstack.server.web.permissions import can_manage
 
 router = APIRouter(route_class=WebRoute, include_in_schema=False)
 EXPERIMENTS_PAGE = 50
@@ -137,6 +139,8 @@ def experiment_page(
     # columns) replace the remembered choice; otherwise the remembered choice applies.
     with ctx.read() as s:
         exp = sch.Experiment.model_validate(tracking.get_experiment(s, ref))
+        # Only when the runs table is a whole page (its htmx swaps have no tabs).
+        manage = not ctx.htmx and can_manage(s, EXPERIMENT, exp.id)
         chosen_tokens = col if choose else _saved_columns(ctx.request, exp.id)
         try:
             chosen = runs_table.parse_columns(chosen_tokens or [])
@@ -198,6 +202,7 @@ def experiment_page(
         headers=headers,
         section="experiments",
         exp=exp,
+        can_manage=manage,
         runs=runs,
         cells=cells,
         columns=columns,

@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session
 
 from podstack.errors import PodstackError, ValidationFailed
 from podstack.schemas import registry as rsch
+from podstack.server.permissions.levels import MODEL
 from podstack.server.registry import aliases as alias_service
 from podstack.server.registry import service as registry
 from podstack.server.registry import views as registry_views
@@ -26,6 +27,7 @@ from podstack.server.web.core import (
     WebRoute,
     toast_header,
 )
+from podstack.server.web.permissions import can_manage
 from podstack.server.web.views import lineage_data, register_errors
 
 router = APIRouter(route_class=WebRoute, include_in_schema=False)
@@ -187,6 +189,7 @@ def _model_context(s: Session, name: str) -> dict[str, Any]:
     graph = registry_views.lineage(s, name, focus.version) if focus else None
     return {
         "model": model,
+        "can_manage": can_manage(s, MODEL, m.id),
         "versions": versions,
         "more_versions": more is not None,
         "history": history,

@@ -31,6 +31,7 @@ PAGE_MODULES = (
     "runs",
     "registry",
     "versions",
+    "permissions",
     "compare",
     "approvals",
     "schedules",
