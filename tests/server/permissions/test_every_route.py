@@ -137,3 +137,56 @@ def test_an_editor_without_grants_gets_404_on_every_route_naming_a_resource(
             assert clients["ui"].get(real.headers["location"]).status_code == 404, path
     assert checked > 60, f"only {checked} routes swept: the filter of resource routes is broken"
     assert not wrong, f"{len(wrong)} of {checked} routes:\n" + "\n".join(wrong)
+
+
+def test_no_list_search_or_compare_route_shows_the_stranger_anything_of_the_world(
+    swept: tuple[LiveServer, Database, World, dict[str, httpx.Client]],
+) -> None:
+    """Every GET route without path parameters (lists, searches, counts, the notification
+    bell, the home page), plus the compare views fed the world's ids in the query: no name or
+    id of the world's model, runs, experiment, requests, schedule or execution appears."""
+    server, _db, world, clients = swept
+    ids = world.ids
+    needles = [
+        MODEL,
+        DOOMED,
+        ids["run_id"],
+        ids["doomed_run_id"],
+        ids["experiment_id"],
+        ids["request_approve"],
+        ids["execution_id"],
+        "perm-nightly",
+        "perm-exp",
+    ]
+    extra = [
+        f"/runs/compare?runs={ids['run_id']}&runs={ids['doomed_run_id']}",
+        f"/api/v1/runs/compare?run_ids={ids['run_id']},{ids['doomed_run_id']}",
+        f"/api/v1/runs?experiment_id={ids['experiment_id']}",
+        f"/api/v1/approval-requests?model={MODEL}",
+        f"/api/v1/deployments?model={MODEL}",
+        f"/models/suggest?q={MODEL[:5]}",
+        f"/models?q={MODEL[:5]}",
+    ]
+    paths = [
+        template
+        for method, template in _routes(server.app)
+        if method == "GET"
+        and "{" not in template
+        and TABLE.get(f"GET {template}") in ("viewer", "editor")
+        and not template.endswith(("/openapi.json", "/docs", "/events"))
+    ]
+    checked = 0
+    leaks: list[str] = []
+    for path in [*paths, *extra]:
+        c = clients["ui"] if _is_ui(path) else clients["api"]
+        r = c.get(path)
+        if r.status_code >= 500:
+            leaks.append(f"GET {path}: {r.status_code}")
+            continue
+        checked += 1
+        # An id the caller sent may be echoed back ("run-… does not exist"): no news to them.
+        found = [n for n in needles if n in r.text and n not in path]
+        if found:
+            leaks.append(f"GET {path} ({r.status_code}) shows {found}")
+    assert checked > 20, checked
+    assert not leaks, "\n".join(leaks)
