@@ -8,6 +8,7 @@ from podstack.client.artifacts import ArtifactsAPI
 from podstack.client.base import BaseClient
 from podstack.client.deployments import DeploymentsAPI
 from podstack.client.notifications import NotificationsAPI
+from podstack.client.protections import ProtectionsAPI
 from podstack.client.provenance import ProvenanceAPI
 from podstack.client.registry import RegistryAPI
 from podstack.client.schedules import SchedulesAPI
@@ -20,6 +21,7 @@ class MLOpsClient(
     ApprovalsAPI,
     ProvenanceAPI,
     RegistryAPI,
+    ProtectionsAPI,
     DeploymentsAPI,
     NotificationsAPI,
     SchedulesAPI,
