@@ -27,6 +27,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -132,7 +133,8 @@ def _held(s: Session, principal: Principal | None, m: RegisteredModel) -> str:
     return effective(s, principal, MODEL, m.id)
 
 
-def who_may(m: RegisteredModel, row: ModelProtection) -> str:
+def who_may(m: RegisteredModel, row: Any) -> str:
+    """``row``: a protection (ORM row or Core row: both have ``group_name``)."""
     group = f" or members of group {row.group_name!r}" if row.group_name else ""
     return (
         f"holders of MANAGE on {m.name!r} (its owner {m.created_by or 'unknown'}, MANAGE "
@@ -142,7 +144,7 @@ def who_may(m: RegisteredModel, row: ModelProtection) -> str:
 
 def _refusal(
     m: RegisteredModel,
-    row: ModelProtection,
+    row: Any,
     principal: Principal | None,
     requester: str | None,
     held: str,

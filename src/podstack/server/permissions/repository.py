@@ -22,6 +22,7 @@ from podstack.server.registry.models import RegisteredModel
 from podstack.server.tracking.models import Experiment
 
 GRANTS = ResourceGrant.__table__
+PROTECTIONS = ModelProtection.__table__
 MODELS = RegisteredModel.__table__
 EXPERIMENTS = Experiment.__table__
 _DIR_GROUPS = DirectoryGroup.__table__
@@ -160,23 +161,23 @@ def get_protection(s: Session, model_id: int, kind: str, name: str) -> ModelProt
     return s.scalar(q)
 
 
-def protections_among(
-    s: Session, model_id: int, kind: str, names: Sequence[str]
-) -> list[ModelProtection]:
-    """The protections of ``model_id`` on any of ``names`` (Core-free ORM query: the table has
-    no read-filter criteria, every caller that reaches it already read the model)."""
+def protections_among(s: Session, model_id: int, kind: str, names: Sequence[str]) -> list[Any]:
+    """The protections of ``model_id`` on any of ``names``, as rows with ``kind``, ``name`` and
+    ``group_name``. Core on purpose (see the module docstring): the read filter would narrow an
+    ORM query to models the session's principal can read, and the rule must see a protection
+    whoever the session acts for (an approver carrying out someone else's request)."""
     if not names:
         return []
     q = (
-        select(ModelProtection)
+        select(PROTECTIONS.c.kind, PROTECTIONS.c.name, PROTECTIONS.c.group_name)
         .where(
-            ModelProtection.model_id == model_id,
-            ModelProtection.kind == kind,
-            ModelProtection.name.in_(list(names)),
+            PROTECTIONS.c.model_id == model_id,
+            PROTECTIONS.c.kind == kind,
+            PROTECTIONS.c.name.in_(list(names)),
         )
-        .order_by(ModelProtection.name)
+        .order_by(PROTECTIONS.c.name)
     )
-    return list(s.scalars(q))
+    return list(s.execute(q))
 
 
 def in_group(s: Session, user_id: int | None, group: str) -> bool:
