@@ -5,6 +5,7 @@ through one, even one opened before the protection), the protections API and its
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -388,3 +389,53 @@ def test_unknown_model(world: World) -> None:
         "/registered-models/no-such-model/protections/aliases/champion", json={}
     )
     assert r.status_code == 404, r.text
+
+
+# ---------------------------------------------------------------- the UI
+
+_CSRF = re.compile(r'name="csrf-token" content="([^"]+)"')
+_HX = {"HX-Request": "true"}
+
+
+def _ui(world: World, who: str) -> httpx.Client:
+    c = httpx.Client(base_url=world.url, follow_redirects=False, timeout=60)
+    token = _CSRF.search(c.get("/login").text).group(1)  # type: ignore[union-attr]
+    r = c.post("/login", data={"password": world.tokens[who], "csrf_token": token})
+    assert r.status_code == 303, r.text
+    return c
+
+
+@pytest.mark.parametrize(("who", "refused"), [("editor", True), ("grouped", False)])
+def test_ui_alias_and_stage_forms(world: World, who: str, refused: bool) -> None:
+    """The web forms reach the same service: the EDIT grantee is refused with the rule's
+    message, the group member moves both."""
+    m = fresh_model(world)
+    before = state(world, m)
+    web = _ui(world, who)
+    try:
+        csrf = _CSRF.search(web.get(f"/models/{m.name}").text).group(1)  # type: ignore[union-attr]
+        r = web.post(
+            f"/models/{m.name}/aliases",
+            data={"alias": "champion", "version": "2", "csrf_token": csrf},
+            headers=_HX,
+        )
+        if refused:
+            assert r.status_code == 422 and "protected" in r.text, r.text
+        else:
+            assert r.status_code == 200, r.text
+        r = web.post(
+            f"/models/{m.name}/versions/2/stage",
+            data={"stage": "Production", "csrf_token": csrf},
+            headers=_HX,
+        )
+        if refused:
+            assert r.status_code == 403 and "protected" in r.text, r.text
+        else:
+            assert r.status_code in (200, 303), r.text
+    finally:
+        web.close()
+    if refused:
+        assert state(world, m) == before
+    else:
+        aliases, stages = state(world, m)
+        assert aliases["champion"] == 2 and stages[2] == "Production"
