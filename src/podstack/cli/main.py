@@ -13,6 +13,7 @@ from podstack.cli import (
     deployments,
     import_cmd,
     permissions,
+    protections,
     provenance,
     registry,
     schedules,
@@ -51,6 +52,11 @@ registry.models_app.command("sign")(provenance.sign)
 registry.models_app.command("verify")(provenance.verify)
 registry.models_app.command("signature")(provenance.save_signature)
 app.command("signing-keys")(provenance.signing_keys)
+registry.models_app.command("protect-alias")(protections.protect_alias)
+registry.models_app.command("unprotect-alias")(protections.unprotect_alias)
+registry.models_app.command("protect-stage")(protections.protect_stage)
+registry.models_app.command("unprotect-stage")(protections.unprotect_stage)
+registry.models_app.command("protections")(protections.protections)
 app.command("verify-store")(provenance.verify_store)
 app.command("gc")(registry.gc)
 app.add_typer(artifacts.app, name="artifacts")

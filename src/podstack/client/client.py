@@ -9,6 +9,7 @@ from podstack.client.base import BaseClient
 from podstack.client.deployments import DeploymentsAPI
 from podstack.client.notifications import NotificationsAPI
 from podstack.client.permissions import PermissionsAPI
+from podstack.client.protections import ProtectionsAPI
 from podstack.client.provenance import ProvenanceAPI
 from podstack.client.registry import RegistryAPI
 from podstack.client.schedules import SchedulesAPI
@@ -21,6 +22,7 @@ class MLOpsClient(
     ApprovalsAPI,
     ProvenanceAPI,
     RegistryAPI,
+    ProtectionsAPI,
     DeploymentsAPI,
     NotificationsAPI,
     SchedulesAPI,

@@ -2,6 +2,9 @@
 
 ``GET .../permissions`` answers a ``ResourcePermissions``; ``PUT
 .../permissions/{grantee_type}/{grantee}`` takes a ``GrantIn`` and answers the ``Grant``.
+``GET /registered-models/{name}/protections`` answers ``ModelProtections``; ``PUT
+.../protections/aliases/{alias}`` (or ``/stages/{stage}``) takes a ``ProtectionIn`` and answers
+the ``Protection``.
 """
 
 from __future__ import annotations
@@ -34,3 +37,19 @@ class ResourcePermissions(Schema):
     # What everyone else holds without a grant (PODSTACK_DEFAULT_PERMISSION).
     default_permission: DefaultPermission
     grants: list[Grant]
+
+
+class ProtectionIn(Input):
+    # A reviewer or directory group whose members may move the alias/stage besides MANAGE
+    # holders; null: MANAGE holders only.
+    group: str | None = None
+
+
+class Protection(Schema):
+    name: str
+    group: str | None
+
+
+class ModelProtections(Schema):
+    aliases: list[Protection]
+    stages: list[Protection]

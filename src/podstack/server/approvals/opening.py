@@ -68,6 +68,8 @@ def create_request(
     number = lookup.resolve_in_model(s, m, version).version
     m, mv = lookup.get_version(s, m.name, number, for_update=True)
     _validate_target(mv, m.name, to_stage, archive_existing)
+    # A request to move a protected stage may only come from someone allowed to move it.
+    permissions.require_stage_move(s, m, mv.stage, to_stage)
     existing = repo.pending_for_version(s, mv.id)
     if existing is not None:
         raise _already_pending(m, mv, existing)

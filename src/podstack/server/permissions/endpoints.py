@@ -4,6 +4,10 @@
 experiment id or name, as on every experiment route): read the owner, the default and the
 grants; put or delete one grantee's grant. All need MANAGE on the resource; a caller who
 cannot read it gets the resource's ordinary 404.
+
+``/registered-models/{name}/protections``: the model's protected aliases and stages (read by
+anyone who can read the model); ``PUT``/``DELETE .../protections/aliases/{alias}`` and
+``.../protections/stages/{stage}`` protect or unprotect one (MANAGE).
 """
 
 from __future__ import annotations
@@ -15,9 +19,14 @@ from sqlalchemy.orm import Session
 
 from podstack.schemas import permissions as sch
 from podstack.server.deps import EditorCtx, ViewerCtx
-from podstack.server.permissions import service
+from podstack.server.permissions import protections, service
 from podstack.server.permissions.levels import EXPERIMENT, MODEL
-from podstack.server.permissions.views import grant_view, permissions_view
+from podstack.server.permissions.views import (
+    grant_view,
+    permissions_view,
+    protection_view,
+    protections_view,
+)
 from podstack.server.registry import lookup
 from podstack.server.tracking import service as tracking
 
@@ -115,3 +124,59 @@ def put_experiment_grant(
 @router.delete(EP + GRANTEE, status_code=204)
 def delete_experiment_grant(ref: str, grantee_type: str, grantee: str, ctx: EditorCtx) -> Response:
     return _delete(ctx, _experiment, ref, grantee_type, grantee)
+
+
+# ---------------------------------------------------------------- protected aliases and stages
+
+PP = "/registered-models/{name}/protections"
+
+
+@router.get(PP, response_model=sch.ModelProtections)
+def get_model_protections(name: str, ctx: ViewerCtx) -> sch.ModelProtections:
+    with ctx.read() as s:
+        m = lookup.get_model(s, name)  # 404 for a model the caller cannot read
+        return protections_view(protections.list_protections(s, m))
+
+
+def _protect(
+    ctx: EditorCtx, name: str, kind: str, ref: str, body: sch.ProtectionIn, response: Response
+) -> sch.Protection:
+    with ctx.write() as s:
+        m = lookup.get_model(s, name, for_update=True)
+        row, created = protections.protect(s, ctx.principal, ctx.actor, m, kind, ref, body.group)
+        response.status_code = 201 if created else 200
+        return protection_view(row)
+
+
+def _unprotect(ctx: EditorCtx, name: str, kind: str, ref: str) -> Response:
+    with ctx.write() as s:
+        m = lookup.get_model(s, name, for_update=True)
+        protections.unprotect(s, ctx.principal, ctx.actor, m, kind, ref)
+    return Response(status_code=204)
+
+
+_CREATED = {201: {"model": sch.Protection, "description": "Protection created"}}
+
+
+@router.put(PP + "/aliases/{alias}", response_model=sch.Protection, responses=_CREATED)
+def protect_alias(
+    name: str, alias: str, body: sch.ProtectionIn, ctx: EditorCtx, response: Response
+) -> sch.Protection:
+    return _protect(ctx, name, protections.ALIAS, alias, body, response)
+
+
+@router.delete(PP + "/aliases/{alias}", status_code=204)
+def unprotect_alias(name: str, alias: str, ctx: EditorCtx) -> Response:
+    return _unprotect(ctx, name, protections.ALIAS, alias)
+
+
+@router.put(PP + "/stages/{stage}", response_model=sch.Protection, responses=_CREATED)
+def protect_stage(
+    name: str, stage: str, body: sch.ProtectionIn, ctx: EditorCtx, response: Response
+) -> sch.Protection:
+    return _protect(ctx, name, protections.STAGE, stage, body, response)
+
+
+@router.delete(PP + "/stages/{stage}", status_code=204)
+def unprotect_stage(name: str, stage: str, ctx: EditorCtx) -> Response:
+    return _unprotect(ctx, name, protections.STAGE, stage)

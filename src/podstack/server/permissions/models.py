@@ -62,3 +62,25 @@ class ResourceGrant(Base):
     @property
     def resource_id(self) -> str:
         return str(self.model_id if self.resource_type == "model" else self.experiment_id)
+
+
+class ModelProtection(Base):
+    """An alias or a stage of a registered model that only MANAGE holders (or members of
+    ``group_name``) may move. One row per (model, kind, name); deleted with the model."""
+
+    __tablename__ = "model_protections"
+    __table_args__ = (
+        UniqueConstraint("model_id", "kind", "name", name="uq_model_protections"),
+        CheckConstraint("kind IN ('alias', 'stage')", name="kind"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    model_id: Mapped[int] = mapped_column(ForeignKey("registered_models.id", ondelete="CASCADE"))
+    kind: Mapped[str] = mapped_column(String(16))  # alias | stage
+    # An alias (1-128 characters) or a canonical stage name.
+    name: Mapped[str] = mapped_column(String(128))
+    # A reviewer or directory group (matched by name, as grants are) whose members may move it
+    # besides MANAGE holders; None: MANAGE holders only.
+    group_name: Mapped[str | None] = mapped_column(String(255))
+    protected_by: Mapped[str] = mapped_column(String(64))
+    protected_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

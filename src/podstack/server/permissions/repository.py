@@ -17,11 +17,12 @@ from sqlalchemy.sql import Select
 from podstack.server.approvals.models import ReviewerGroup, ReviewerGroupMember
 from podstack.server.auth.models import DirectoryGroup, DirectoryGroupMember, User
 from podstack.server.permissions.levels import EXPERIMENT, GROUP, MODEL, USER
-from podstack.server.permissions.models import ResourceGrant
+from podstack.server.permissions.models import ModelProtection, ResourceGrant
 from podstack.server.registry.models import RegisteredModel
 from podstack.server.tracking.models import Experiment
 
 GRANTS = ResourceGrant.__table__
+PROTECTIONS = ModelProtection.__table__
 MODELS = RegisteredModel.__table__
 EXPERIMENTS = Experiment.__table__
 _DIR_GROUPS = DirectoryGroup.__table__
@@ -137,3 +138,54 @@ def group_exists(s: Session, name: str) -> bool:
 def user_ids(s: Session, usernames: Sequence[str]) -> dict[str, int]:
     q = select(User.username, User.id).where(User.username.in_(list(usernames)))
     return {u: i for u, i in s.execute(q)}
+
+
+# ---------------------------------------------------------------- protected aliases and stages
+
+
+def protections_of(s: Session, model_id: int) -> list[ModelProtection]:
+    q = (
+        select(ModelProtection)
+        .where(ModelProtection.model_id == model_id)
+        .order_by(ModelProtection.kind, ModelProtection.name)
+    )
+    return list(s.scalars(q))
+
+
+def get_protection(s: Session, model_id: int, kind: str, name: str) -> ModelProtection | None:
+    q = select(ModelProtection).where(
+        ModelProtection.model_id == model_id,
+        ModelProtection.kind == kind,
+        ModelProtection.name == name,
+    )
+    return s.scalar(q)
+
+
+def protections_among(s: Session, model_id: int, kind: str, names: Sequence[str]) -> list[Any]:
+    """The protections of ``model_id`` on any of ``names``, as rows with ``kind``, ``name`` and
+    ``group_name``. Core on purpose (see the module docstring): the read filter would narrow an
+    ORM query to models the session's principal can read, and the rule must see a protection
+    whoever the session acts for (an approver carrying out someone else's request)."""
+    if not names:
+        return []
+    q = (
+        select(PROTECTIONS.c.kind, PROTECTIONS.c.name, PROTECTIONS.c.group_name)
+        .where(
+            PROTECTIONS.c.model_id == model_id,
+            PROTECTIONS.c.kind == kind,
+            PROTECTIONS.c.name.in_(list(names)),
+        )
+        .order_by(PROTECTIONS.c.name)
+    )
+    return list(s.execute(q))
+
+
+def in_group(s: Session, user_id: int | None, group: str) -> bool:
+    if user_id is None:
+        return False
+    names = group_names_query(user_id).subquery()
+    return s.execute(select(names.c.name).where(names.c.name == group)).first() is not None
+
+
+def user_by_name(s: Session, username: str) -> User | None:
+    return s.scalar(select(User).where(User.username == username))

@@ -53,6 +53,14 @@ from podstack.server.permissions.levels import (
 )
 from podstack.server.permissions.models import ResourceGrant
 
+# Protected aliases and stages: the registry and approvals call these on every path that
+# moves an alias or a version's stage.
+from podstack.server.permissions.protections import (
+    require_alias_move,
+    require_stage_move,
+    require_version_removal,
+)
+
 principal_of = read_filter.principal_of
 default_permission = read_filter.default_permission
 unrestricted = read_filter.unrestricted
@@ -343,7 +351,10 @@ __all__ = [
     "grant",
     "list_grants",
     "require",
+    "require_alias_move",
     "require_experiment",
     "require_model",
+    "require_stage_move",
+    "require_version_removal",
     "revoke",
 ]

@@ -107,6 +107,8 @@ def set_alias(
         previous = old.version if old else None
         if current.version_id == mv.id:
             return m, current, mv.version  # already there: nothing moves, nothing recorded
+    # Before the gates: a caller who may not move a protected alias gets 403, not a request.
+    permissions.require_alias_move(s, m, alias)
     _gate(s, hooks.AliasProposal(m.name, alias, "set", mv.version, previous, actor), request_id)
     _move_alias(
         s, actor, m, alias, mv, previous, kind="set", current=current, request_id=request_id
@@ -173,6 +175,7 @@ def delete_alias(
         guard(s, m, alias)
     mv = repo.versions_by_ids(s, [a.version_id]).get(a.version_id)
     previous = mv.version if mv else None
+    permissions.require_alias_move(s, m, alias)
     _gate(s, hooks.AliasProposal(m.name, alias, "delete", None, previous, actor), request_id)
     drop_alias(s, actor, m, a, mv.version if mv else None, reason="deleted")
 
@@ -192,6 +195,7 @@ def rollback_alias(
     m = get_model(s, name, for_update=True)
     permissions.require_model(s, m, permissions.EDIT)
     current = existing_alias(s, m, alias)
+    permissions.require_alias_move(s, m, alias)
     stack: list[int] = []
     for row in repo.alias_history(s, m.id, alias):
         if row.kind == "set" and row.version is not None:
@@ -244,6 +248,9 @@ def carry_out(s: Session, actor: str, name: str, action: dict[str, Any], request
     alias = str(action.get("alias"))
     op = action.get("operation")
     m = get_model(s, name, for_update=True)
+    # Checked again for the requester now (the request may have waited while the alias was
+    # protected or they left its group): approval never bypasses protection.
+    permissions.require_alias_move(s, m, alias, requester=actor)
     current = repo.get_alias(s, m.id, alias)
     now_at = None
     if current is not None:

@@ -518,7 +518,11 @@ def delete_version(s: Session, actor: str, name: str, version: Any) -> None:
         )
     for guard in hooks.DELETE_GUARDS:
         guard(s, m, [mv])
-    for a in repo.aliases_pointing_at(s, [mv.id]):
+    pointing = repo.aliases_pointing_at(s, [mv.id])
+    # Deleting the version takes it out of its stage and drops its aliases: protected ones
+    # need the same right as moving them.
+    permissions.require_version_removal(s, m, mv.stage, [a.alias for a in pointing])
+    for a in pointing:
         drop_alias(s, actor, m, a, mv.version, reason="version deleted")
     before = {
         "source_run_id": mv.source_run_id,

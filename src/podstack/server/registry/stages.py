@@ -41,6 +41,9 @@ def transition_stage(
     permissions.require_model(s, m, permissions.EDIT)
     if mv.stage == to_stage and not (archive_existing and _others_in(s, mv, to_stage)):
         return TransitionOutcome(mv, applied=False)  # nothing to do, nothing to record
+    # Before the gates: a caller who may not move versions into or out of a protected stage
+    # gets 403, not an approval request.
+    permissions.require_stage_move(s, m, mv.stage, to_stage)
     proposal = TransitionProposal(
         model_name=m.name,
         version=mv.version,
@@ -90,6 +93,11 @@ def apply_transition(
     # Lock the model row: two promotions with archive_existing must not both survive.
     m = get_model(s, name, for_update=True)
     _, mv = get_version(s, name, version, for_update=True)
+    if request_id is not None and mv.stage != to_stage:
+        # An approved request, applied as the requester's: they must still be allowed to move
+        # a protected stage now (approval never bypasses protection). Archiving the others in
+        # ``to_stage`` moves them out of that same stage, covered by this check.
+        permissions.require_stage_move(s, m, mv.stage, to_stage, requester=actor)
     if archive_existing:
         for other in _others_in(s, mv, to_stage):
             _record_transition(
