@@ -179,3 +179,21 @@ def test_changing_or_running_a_schedule_needs_edit_on_its_experiment(
     )
     assert reader.get(f"/schedules/{sid}").json() == before.json()
     assert reader.get(f"/schedules/{sid}/executions").json()["items"] == []
+
+
+def test_cancelling_an_execution_needs_edit_on_its_experiment(world: World) -> None:
+    editor = world.client("editor")
+    r = editor.post("/schedules", json=_schedule(world, "editor", EXPERIMENT, paused=True))
+    assert r.status_code == 201, r.text
+    r = editor.post(f"/schedules/{r.json()['id']}/trigger")
+    assert r.status_code in (200, 201, 202), r.text
+    ex_id = r.json()["id"]
+    r = world.client("reader").post(f"/schedule-executions/{ex_id}/cancel")
+    assert r.status_code == 403, r.text
+    assert r.json()["error"]["details"]["required_permission"] == "EDIT"
+    r = world.client("other").post(f"/schedule-executions/{ex_id}/cancel")
+    assert r.status_code == 404, r.text
+    assert world.client("admin").get(f"/schedule-executions/{ex_id}").json()["status"] == "queued"
+    r = editor.post(f"/schedule-executions/{ex_id}/cancel")
+    assert r.status_code == 200, r.text
+    assert r.json()["status"] == "cancelled"
