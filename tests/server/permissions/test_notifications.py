@@ -98,3 +98,59 @@ def test_notice_about_no_resource_reaches_everyone(
         users = service.notify(s, [world.usernames["other"]], "test.kind", title)
     assert [u.username for u in users] == [world.usernames["other"]]
     assert title in _titles(world, "other")
+
+
+def test_migration_names_the_model_of_existing_notifications(scratch_database_url: str) -> None:
+    """0022 backfills ``model_id`` of notifications sent before it, from their approval
+    request, so the read filter hides them too."""
+    from sqlalchemy import insert
+
+    from podstack.server.approvals.models import ApprovalRequest
+    from podstack.server.db import migrate
+    from podstack.server.db.base import utcnow
+    from podstack.server.db.session import make_engine
+    from podstack.server.notifications.models import Notification
+    from podstack.server.registry.models import RegisteredModel
+
+    engine = make_engine(scratch_database_url)
+    try:
+        migrate.upgrade(engine, "0021_resource_grants")
+        now = utcnow()
+        with engine.begin() as c:
+            user_id = c.execute(
+                insert(User.__table__).values(
+                    username="ann", role="editor", disabled=False, failed_logins=0, created_at=now
+                )
+            ).inserted_primary_key[0]
+            model_id = c.execute(
+                insert(RegisteredModel.__table__).values(
+                    name="m", created_at=now, updated_at=now, next_version=1
+                )
+            ).inserted_primary_key[0]
+            c.execute(
+                insert(ApprovalRequest.__table__).values(
+                    id="apr-1",
+                    kind="stage",
+                    model_id=model_id,
+                    model_name="m",
+                    version=1,
+                    from_stage="None",
+                    to_stage="Production",
+                    requester="ann",
+                    status="pending",
+                    created_at=now,
+                )
+            )
+            # Only the columns that exist at 0021 (a Core insert renders just these).
+            for data in ({"request_id": "apr-1"}, {"request_id": "apr-gone"}, None):
+                c.execute(
+                    insert(Notification.__table__).values(
+                        user_id=user_id, kind="k", title="t", data=data, created_at=now
+                    )
+                )
+        migrate.upgrade(engine)
+        with engine.connect() as c:
+            got = c.execute(select(Notification.model_id).order_by(Notification.id)).all()
+        assert [r[0] for r in got] == [model_id, None, None]
+    finally:
+        engine.dispose()
