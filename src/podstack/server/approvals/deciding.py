@@ -152,8 +152,11 @@ def _tell_requester(s: Session, req: ApprovalRequest, kind: str, title: str, bod
         body=body,
         link=link(req.id),
         data={"request_id": req.id},
+        model_id=req.model_id,
     )
-    notifications.enqueue_email(s, users, f"[Podstack] {title}", body, link=link(req.id))
+    notifications.enqueue_email(
+        s, users, f"[Podstack] {title}", body, link=link(req.id), model_id=req.model_id
+    )
 
 
 def reject(
@@ -232,6 +235,7 @@ def cancel(
             body=req.status_reason,
             link=link(req.id),
             data={"request_id": req.id},
+            model_id=req.model_id,
         )
     return req
 
@@ -258,5 +262,6 @@ def add_comment(s: Session, actor: str, request_id: str, body: str) -> ApprovalC
         body=text,
         link=link(req.id),
         data={"request_id": req.id},
+        model_id=req.model_id,
     )
     return c

@@ -243,9 +243,15 @@ def _ask_reviewers(s: Session, actor: str, req: ApprovalRequest, reviewers: list
         body=body,
         link=link(req.id),
         data={"request_id": req.id},
+        model_id=req.model_id,
     )
     notifications.enqueue_email(
-        s, users, f"[Podstack] Review requested: {describe(req)}", body, link=link(req.id)
+        s,
+        users,
+        f"[Podstack] Review requested: {describe(req)}",
+        body,
+        link=link(req.id),
+        model_id=req.model_id,
     )
 
 

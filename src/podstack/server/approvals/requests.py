@@ -189,6 +189,7 @@ def mark_stale(s: Session, req: ApprovalRequest, reason: str, actor: str = SYSTE
         body=reason,
         link=link(req.id),
         data={"request_id": req.id},
+        model_id=req.model_id,
     )
 
 

@@ -118,6 +118,8 @@ def file_or_under(s: Session, run_id: str, prefix: str) -> list[Row[tuple[str, i
     # Plain Core on the connection (Session.execute's ORM dispatch costs more than this
     # query); flushed first, as an ORM query would be.
     s.flush()
+    # Not narrowed by the read filter: service.manifest, the only caller, checks the run first
+    # when reads are restricted.
     conn = s.connection()
     whole, ranged = _MANIFEST.get(conn.dialect.name, _MANIFEST["sqlite"])
     if not prefix:

@@ -17,6 +17,7 @@ from podstack.server.artifacts.models import ArtifactFile as ArtifactRow
 from podstack.server.artifacts.store import StoredBlob
 from podstack.server.audit import service as audit
 from podstack.server.pagination import clamp_limit, decode_token, encode_token
+from podstack.server.permissions import service as permissions
 from podstack.server.tracking import service as tracking
 
 __all__ = [
@@ -204,6 +205,11 @@ def manifest(session: Session, run_id: str, artifact_path: str) -> list[Manifest
     prefix = validate_artifact_path(artifact_path or "", directory=True)
     # One query for both readings of the path. A file found proves the run exists (its row
     # references the run), so the run is looked up only on a miss, to say which is missing.
+    if permissions.is_restricted(session):
+        # file_or_under is Core on the connection, which the read filter does not narrow: a
+        # caller who cannot read the run must not build a version from its files (and then
+        # download them from a model of their own). The ORM lookup answers the usual 404.
+        tracking.get_run(session, run_id)
     rows = repo.file_or_under(session, run_id, prefix)
     if not rows:
         tracking.get_run(session, run_id)

@@ -68,6 +68,7 @@ from podstack.server.deployments.target_config import (
 from podstack.server.deployments.views import audit_doc, view, views
 from podstack.server.events import service as events
 from podstack.server.pagination import clamp_limit, decode_token, page_of
+from podstack.server.permissions import service as permissions
 from podstack.server.provenance import service as provenance
 from podstack.server.registry import service as registry
 from podstack.server.registry.models import ModelVersion, RegisteredModel
@@ -149,6 +150,17 @@ def run_spec(s: Session, dep: Deployment, target: tg.Target) -> tg.RunSpec:
 # ---------------------------------------------------------------- lifecycle requests
 
 
+def _model_to_change(s: Session, d: Deployment) -> RegisteredModel:
+    """The deployment's model, once the caller is known to hold EDIT on it: updating,
+    rolling back, stopping, starting or deleting a deployment changes what serves the model,
+    as creating one does. (A caller who cannot read the model never gets here: the read
+    filter hides its deployments, so ``get`` answers 404.)"""
+    m = s.get(RegisteredModel, d.model_id)
+    assert m is not None
+    permissions.require_model(s, m, permissions.EDIT)
+    return m
+
+
 def get(s: Session, name: str, *, for_update: bool = False) -> Deployment:
     d = repo.get_by_name(s, name, for_update=for_update)
     if d is None:
@@ -190,6 +202,10 @@ def create_deployment(
         problems.append(exc)
     try:
         m, mv = resolve(s, body.model_name, body.version, body.alias)
+        # Serving a version is a change to the model (it is what answers under an endpoint),
+        # so it needs EDIT like moving an alias; READ only lets one look. Refused at once,
+        # before the other problems: a reader should not learn what else is wrong.
+        permissions.require_model(s, m, permissions.EDIT)
     except ValidationFailed as exc:
         problems.append(exc)
     except NotFound as exc:
@@ -282,8 +298,7 @@ def update_deployment(
                 {"endpoint_name": name, "production": True},
             )
         production = body.production
-    m = s.get(RegisteredModel, d.model_id)
-    assert m is not None
+    m = _model_to_change(s, d)
     target = get_target(s, d.target, settings, store)
     min_r = body.min_replicas if body.min_replicas is not None else d.min_replicas
     max_r = body.max_replicas if body.max_replicas is not None else d.max_replicas
@@ -368,14 +383,13 @@ def rollback_deployment(
     """Back to the version served before the current one. A deployment that followed an alias
     is pinned to that version (the alias itself is the registry's to move)."""
     d = get(s, name, for_update=True)
+    m = _model_to_change(s, d)
     if d.previous_version is None:
         raise Conflict(
             f"Deployment {name!r} has no previous version to roll back to (it has only served "
             f"version {d.serving_version or d.version}).",
             {"endpoint_name": name},
         )
-    m = s.get(RegisteredModel, d.model_id)
-    assert m is not None
     mv = registry.version_by_number(s, m.id, d.previous_version)
     if mv is None:
         raise Conflict(
@@ -432,6 +446,7 @@ def set_desired_state(
     store: BlobStore | None = None,
 ) -> Deployment:
     d = get(s, name, for_update=True)
+    _model_to_change(s, d)
     before = audit_doc(d)
     d.desired_state = state
     d.updated_at = utcnow()
@@ -466,6 +481,7 @@ def delete_deployment(
 ) -> None:
     """Removes the deployment; what served it is stopped once that is committed."""
     d = get(s, name, for_update=True)
+    _model_to_change(s, d)
     if d.production and not is_admin(s, actor, principal):
         # Deleting and re-creating it unmarked would lift the review, like unmarking does.
         raise PermissionDenied(

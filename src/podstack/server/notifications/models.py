@@ -39,6 +39,16 @@ class Notification(Base):
     data: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     read_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # The model or experiment the notification is about (NULL: about neither). Foreign keys
+    # named like every owned row's, so the read filter (permissions/read_filter.py) hides the
+    # notification, from lists, the unread count and the bell alike, from a recipient who can
+    # no longer read the resource; deleting the resource deletes what was said about it.
+    model_id: Mapped[int | None] = mapped_column(
+        ForeignKey("registered_models.id", ondelete="CASCADE"), index=True
+    )
+    experiment_id: Mapped[str | None] = mapped_column(
+        ForeignKey("experiments.id", ondelete="CASCADE"), index=True
+    )
 
 
 class Webhook(Base):

@@ -17,6 +17,8 @@ from podstack.server.notifications.models import (
     WebhookAttempt,
     WebhookDelivery,
 )
+from podstack.server.permissions import service as permissions
+from podstack.server.permissions.levels import EXPERIMENT, MODEL
 
 # ---------------------------------------------------------------- in-app
 
@@ -40,13 +42,32 @@ def list_notifications(
 
 
 def unread_count(s: Session, user_id: int) -> int:
-    q = select(func.count()).where(Notification.user_id == user_id, Notification.read_at.is_(None))
+    # FROM the entity, so the read filter's criteria reach the count (the bell must not count
+    # notices about models the user can no longer read).
+    q = (
+        select(func.count())
+        .select_from(Notification)
+        .where(Notification.user_id == user_id, Notification.read_at.is_(None))
+    )
     return s.scalar(q) or 0
 
 
+def _readable(s: Session) -> list[Any]:
+    """The read filter's rule for statements it does not reach (UPDATE): notices about no
+    resource, or about one the session's principal reads."""
+    out = []
+    for kind, col in ((MODEL, Notification.model_id), (EXPERIMENT, Notification.experiment_id)):
+        clause = permissions.readable_clause(s, kind, col)
+        if clause is not None:
+            out.append(or_(col.is_(None), clause))
+    return out
+
+
 def mark_read(s: Session, user_id: int, ids: Sequence[int] | None, at: datetime) -> int:
+    # Hidden notices stay as they are and are not counted: "marked N read" must not reveal
+    # how many there are.
     stmt = update(Notification).where(
-        Notification.user_id == user_id, Notification.read_at.is_(None)
+        Notification.user_id == user_id, Notification.read_at.is_(None), *_readable(s)
     )
     if ids is not None:
         stmt = stmt.where(Notification.id.in_(list(ids)))

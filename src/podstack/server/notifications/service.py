@@ -30,6 +30,7 @@ from podstack.server.notifications.models import (
     WebhookDelivery,
 )
 from podstack.server.pagination import clamp_limit, decode_token, page_of
+from podstack.server.permissions import service as permissions
 from podstack.server.registry.rules import is_model_name
 
 TEST_EVENT = "webhook.test"
@@ -51,9 +52,13 @@ def notify(
     body: str | None = None,
     link: str | None = None,
     data: dict[str, Any] | None = None,
+    model_id: int | None = None,
+    experiment_id: str | None = None,
 ) -> list[User]:
-    """One in-app notification per (active) user; returns the users notified."""
-    users = repo.active_users(s, sorted(set(usernames)))
+    """One in-app notification per (active) user who may read what it is about (the model
+    or experiment, when it is about one); returns the users notified, for ``enqueue_email``.
+    The row names the resource, so a recipient who loses READ later stops seeing it."""
+    users = _readers(s, repo.active_users(s, sorted(set(usernames))), model_id, experiment_id)
     now = utcnow()
     for u in users:
         s.add(
@@ -64,10 +69,21 @@ def notify(
                 body=body,
                 link=link,
                 data=data,
+                model_id=model_id,
+                experiment_id=experiment_id,
                 created_at=now,
             )
         )
     return users
+
+
+def _readers(
+    s: Session, users: Iterable[User], model_id: int | None, experiment_id: str | None
+) -> list[User]:
+    """The one fan-out rule for notices and emails: only users who can read the resource hear
+    about it (a reviewer named by a global policy may not see every team's models)."""
+    out = permissions.readers(s, list(users), permissions.MODEL, model_id)
+    return permissions.readers(s, out, permissions.EXPERIMENT, experiment_id)
 
 
 def list_notifications(
@@ -128,12 +144,15 @@ def enqueue_email(
     body: str,
     *,
     link: str | None = None,
+    model_id: int | None = None,
+    experiment_id: str | None = None,
 ) -> int:
-    """Queues one email per user that has an address. Sent by the delivery loop when SMTP is
-    configured; marked ``skipped`` otherwise (so the outbox shows why nothing arrived)."""
+    """Queues one email per user that has an address and may read what it is about. Sent by
+    the delivery loop when SMTP is configured; marked ``skipped`` otherwise (so the outbox
+    shows why nothing arrived)."""
     count = 0
     now = utcnow()
-    for u in users:
+    for u in _readers(s, users, model_id, experiment_id):
         if not u.email:
             continue
         s.add(
@@ -347,7 +366,12 @@ def _model_name_of(payload: dict[str, Any]) -> str | None:
 
 def enqueue_event(s: Session, event: Event) -> list[str]:
     """The outbox sink: one delivery per matching enabled webhook, in the event's transaction.
-    Returns the new deliveries' ids."""
+    Returns the new deliveries' ids.
+
+    Not filtered by permissions, on purpose: only admins create, see and change webhooks and
+    their deliveries (every route is ``AdminCtx``), an admin reads every model and experiment,
+    and the payload goes to the URL that admin chose; no user's permission is involved. An
+    admin who wants one team's events only sets ``model_names``."""
     hooks = repo.enabled_webhooks(s)
     if not hooks:
         return []

@@ -141,8 +141,31 @@ def _child_entities() -> list[tuple[type, list[tuple[Any, str, bool]]]]:
     return _children
 
 
+# Statement objects built per principal, kept across sessions: they hold only the principal's
+# name and id (the rows are read by the database at every query, so a grant or a membership
+# changed a moment ago counts), and building them is most of what a narrowed search cost in
+# Python (benchmarks/permissions_search.py). Bounded: cleared when full.
+_BUILT_MAX = 1024
+_SETS: dict[tuple[str, int | None, str | None], dict[str, Any]] = {}
+_OPTIONS: dict[tuple[str, int | None, str | None], list[Any]] = {}
+
+
+def _key(p: Principal) -> tuple[str, int | None, str | None]:
+    return (p.username, p.user_id, run_scope(p))
+
+
 def _readable_sets(p: Principal) -> dict[str, Any]:
     """Subqueries of the readable ids of each parent table, for this principal."""
+    key = _key(p)
+    sets = _SETS.get(key)
+    if sets is None:
+        if len(_SETS) >= _BUILT_MAX:
+            _SETS.clear()
+        sets = _SETS[key] = _build_readable_sets(p)
+    return sets
+
+
+def _build_readable_sets(p: Principal) -> dict[str, Any]:
     run_id = run_scope(p)
     if run_id is not None:
         # A job's token (scope "run:<id>") reads its own run and that run's experiment, and
@@ -184,6 +207,17 @@ def _criteria(session: Session, p: Principal) -> list[Any]:
     cached = session.info.get(_CRITERIA)
     if cached is not None and cached[0] is p:
         return cached[1]
+    key = _key(p)
+    opts = _OPTIONS.get(key)
+    if opts is None:
+        if len(_OPTIONS) >= _BUILT_MAX:
+            _OPTIONS.clear()
+        opts = _OPTIONS[key] = _build_criteria(p)
+    session.info[_CRITERIA] = (p, opts)
+    return opts
+
+
+def _build_criteria(p: Principal) -> list[Any]:
     from podstack.server.registry.models import RegisteredModel
     from podstack.server.tracking.models import Experiment
 
@@ -203,13 +237,14 @@ def _criteria(session: Session, p: Principal) -> list[Any]:
             conds.append(or_(attr.is_(None), cond) if nullable else cond)
         where = conds[0] if len(conds) == 1 else and_(*conds)
         opts.append(with_loader_criteria(cls, where, include_aliases=True))
-    session.info[_CRITERIA] = (p, opts)
     return opts
 
 
 @event.listens_for(Session, "do_orm_execute")
 def _restrict_reads(state: ORMExecuteState) -> None:
-    if not state.is_select or state.is_column_load:
+    if not state.is_select or state.is_column_load or not state.is_orm_statement:
+        # A Core statement (Table columns only) is not narrowed by loader criteria anyway;
+        # attaching them cost a cache-key walk over every option on each query.
         return
     session = state.session
     if not is_restricted(session):

@@ -187,6 +187,31 @@ def require_experiment_id(session: Session, experiment_id: str, level: str) -> N
         require(session, p, EXPERIMENT, experiment_id, level)
 
 
+def readers(session: Session, users: list[Any], kind: str, resource_id: Any) -> list[Any]:
+    """The users (``auth.models.User`` rows) who may read the resource: who may be told about
+    it (notifications, emails). ``resource_id`` None: about no resource, everyone."""
+    if resource_id is None or at_least(default_permission(session), READ):
+        # Every role reads at least READ when the default gives it: no query, today's cost.
+        return list(users)
+    exists, owner = repo.owner_of(session, kind, resource_id)
+    if not exists:
+        return []
+    return [
+        u
+        for u in users
+        if at_least(
+            _effective(
+                session,
+                Principal(username=u.username, role=u.role, user_id=u.id),
+                kind,
+                resource_id,
+                owner,
+            ),
+            READ,
+        )
+    ]
+
+
 # ---------------------------------------------------------------- grants
 
 
@@ -350,6 +375,7 @@ __all__ = [
     "effective",
     "grant",
     "list_grants",
+    "readers",
     "require",
     "require_alias_move",
     "require_experiment",

@@ -104,6 +104,8 @@ def _is_pg(s: Session) -> bool:
 def labels_of(s: Session, model_ids: Sequence[int]) -> dict[int, list[str]]:
     out: dict[int, list[str]] = {m: [] for m in model_ids}
     if model_ids:
+        # Core, not narrowed: safe, every caller passes ids of models it loaded through the
+        # read filter (ORM lookups) or the narrowed search (_rows).
         rows = s.execute(_LABELS_OF[_is_pg(s)], {"model_ids": list(model_ids)})
         for model_id, label in rows:
             out[model_id].append(label)
@@ -253,6 +255,8 @@ _STAGE_RANK = func.coalesce(
 
 def stage_rank(s: Session, model_id: int) -> int:
     """The rank ``order="stage"`` sorts ``model_id`` by (for the page token)."""
+    # Core, not narrowed: safe, ``model_id`` is the last row of a page the narrowed search
+    # returned.
     return int(s.scalar(select(_STAGE_RANK).where(_M.id == model_id)))
 
 
@@ -411,6 +415,7 @@ def latest_and_stage_leaders(
     One query for a whole page of models (the list view shows both)."""
     if not model_ids:
         return {}, {}
+    # Core, not narrowed: safe, the ids are those of a page of the narrowed search.
     rows = s.execute(_LEADERS[_is_pg(s)], {"model_ids": list(model_ids), "stage": stage})
     return _leaders_of(map(VersionBrief._make, rows), stage)
 
@@ -430,6 +435,7 @@ def list_extras(
         "label_model_ids": list(model_ids),
         "stage": stage,
     }
+    # Core, not narrowed: safe, the ids are those of a page of the narrowed search.
     for kind, model_id, text, number, created_at, stage_updated_at in s.execute(
         _LIST_EXTRAS[_is_pg(s)], params
     ):

@@ -50,7 +50,9 @@ class RegisteredModel(Base):
     # Unique index doubles as the "sort by name" index (keyset on name; names are unique).
     name: Mapped[str] = mapped_column(String(128), unique=True)
     description: Mapped[str | None] = mapped_column(Text)
-    created_by: Mapped[str | None] = mapped_column(String(64))
+    # Indexed: the owner is who holds MANAGE, and "what may this user read" starts from it
+    # (permissions/repository.readable_ids_query).
+    created_by: Mapped[str | None] = mapped_column(String(64), index=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     # The number the next version gets. Only ever increases (under the row lock), so numbers

@@ -387,6 +387,8 @@ def allocate_version(s: Session, name: str, now: datetime) -> RegisteredModel | 
         return m
     # What an ORM statement would do first: pending changes must not be overwritten below.
     s.flush()
+    # Not narrowed by the read filter: the caller (service._allocate_number) requires EDIT on
+    # the returned row (404 when unreadable), and that error rolls the increment back.
     row = conn.execute(_ALLOCATE_VERSION, {"model_name": name, "at": now}).first()
     return None if row is None else _attach_model(s, row)
 

@@ -28,6 +28,7 @@ from podstack.server.auth.models import User
 from podstack.server.auth.principal import Principal
 from podstack.server.db.base import new_id, utcnow
 from podstack.server.events import service as events
+from podstack.server.permissions import service as permissions
 from podstack.server.schedules import cron, wakeup
 from podstack.server.schedules import repository as repo
 from podstack.server.schedules.models import Schedule, ScheduleExecution
@@ -425,10 +426,16 @@ def request_cancel(s: Session, actor: str, execution_id: str, now: datetime) -> 
     """Queued: cancelled at once. Running: flagged; the scheduler that owns it kills the
     process group (local), deletes the Job (Kubernetes) or stops waiting (webhook)."""
     ex = repo.get_execution(s, execution_id, for_update=True)
-    if ex is None:
+    # A queued execution has no run yet, so the read filter does not hide it; its schedule
+    # is hidden from whoever cannot read the schedule's experiment (404 then, as for a
+    # missing one), and stopping training there needs EDIT, like Run now.
+    sched = s.get(Schedule, ex.schedule_id) if ex is not None else None
+    if ex is None or sched is None:
         raise NotFound(
             f"Execution {execution_id!r} does not exist.", {"execution_id": execution_id}
         )
+    if sched.experiment_id is not None:
+        permissions.require_experiment_id(s, sched.experiment_id, permissions.EDIT)
     if ex.status == sch.ExecutionStatus.QUEUED.value:
         finish(
             s,

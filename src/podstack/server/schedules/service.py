@@ -21,6 +21,7 @@ from podstack.server.auth.principal import Principal
 from podstack.server.config import Settings
 from podstack.server.db.base import model_to_dict, new_id, utcnow
 from podstack.server.pagination import clamp_limit, decode_token, page_of
+from podstack.server.permissions import service as permissions
 from podstack.server.schedules import cron, wakeup
 from podstack.server.schedules import repository as repo
 from podstack.server.schedules.models import Schedule, ScheduleExecution
@@ -187,6 +188,12 @@ def _experiment_id(s: Session, ref: str) -> str:
             "into an existing experiment).",
             {"field": "experiment_id", "value": ref},
         ) from None
+    # A schedule logs runs into its experiment as the scheduler's system user, so whoever
+    # points one at an experiment must hold EDIT on it (as for creating a run there by hand);
+    # READ would let a reader write into someone else's experiment through the scheduler.
+    # (Schedules only train into experiments: they register nothing into a model, so no
+    # model permission is involved.)
+    permissions.require_experiment(s, exp, permissions.EDIT, ref=ref)
     if exp.archived:
         raise Conflict(
             f"Experiment {exp.name!r} is archived; unarchive it or pick another experiment.",
@@ -211,6 +218,12 @@ def require_live(s: Session, ref: str) -> Schedule:
     """The schedule, row-locked against the scheduler, refusing deleted ones with a 409 (by
     id) or 404 (by name: deleted schedules no longer own their name)."""
     row = get_schedule(s, ref, for_update=True)
+    if row.experiment_id is not None:
+        # Every caller changes the schedule or runs it (edit, pause, resume, delete, Run
+        # now): each decides what is trained into its experiment, so each needs EDIT there.
+        # One who cannot read the experiment never gets here: the read filter hides its
+        # schedules (get_schedule answers 404).
+        permissions.require_experiment_id(s, row.experiment_id, permissions.EDIT)
     if row.deleted_at is not None:
         raise Conflict(
             f"Schedule {row.name!r} ({row.id}) was deleted on {row.deleted_at:%Y-%m-%d %H:%M} UTC; "

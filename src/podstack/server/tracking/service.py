@@ -83,7 +83,12 @@ def resolve_or_create_experiment(s: Session, actor: str, ref: str) -> Experiment
 
 def update_experiment(s: Session, actor: str, ref: str, body: sch.ExperimentUpdate) -> Experiment:
     exp = get_experiment(s, ref)
-    permissions.require_experiment(s, exp, permissions.EDIT, ref=ref)
+    # Archiving is the soft delete (what MLflow's experiments/delete does here, and what
+    # restore undoes): it hides the experiment from everyone's lists, so it needs MANAGE like
+    # the hard delete; every other change needs EDIT.
+    archiving = body.archived is not None and body.archived != exp.archived
+    level = permissions.MANAGE if archiving else permissions.EDIT
+    permissions.require_experiment(s, exp, level, ref=ref)
     before = model_to_dict(exp, _EXP_FIELDS)
     if body.name is not None and body.name != exp.name:
         if repo.experiment_name_taken(s, body.name, exclude_id=exp.id):
