@@ -114,7 +114,7 @@ def test_migration_names_the_model_of_existing_notifications(scratch_database_ur
 
     engine = make_engine(scratch_database_url)
     try:
-        migrate.upgrade(engine, "0021_resource_grants")
+        migrate.upgrade(engine, "0022_protections")
         now = utcnow()
         with engine.begin() as c:
             user_id = c.execute(

@@ -1,8 +1,8 @@
 """Indexes on the owner (created_by) of registered models and experiments, for the permission
 read filter's "what this user owns" (benchmarks/permissions_search.py)
 
-Revision ID: 0023_owner_indexes
-Revises: 0022_notification_resources
+Revision ID: 0024_owner_indexes
+Revises: 0023_notification_resources
 Create Date: 2026-12-07
 """
 
@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from alembic import op
 
-revision = "0023_owner_indexes"
-down_revision = "0022_notification_resources"
+revision = "0024_owner_indexes"
+down_revision = "0023_notification_resources"
 branch_labels = None
 depends_on = None
 

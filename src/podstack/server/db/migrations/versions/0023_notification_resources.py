@@ -1,8 +1,8 @@
 """Notifications name the model or experiment they are about (so the read filter hides them
 from recipients who can no longer read it)
 
-Revision ID: 0022_notification_resources
-Revises: 0021_resource_grants
+Revision ID: 0023_notification_resources
+Revises: 0022_protections
 Create Date: 2026-12-07
 """
 
@@ -13,8 +13,8 @@ import json
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0022_notification_resources"
-down_revision = "0021_resource_grants"
+revision = "0023_notification_resources"
+down_revision = "0022_protections"
 branch_labels = None
 depends_on = None
 
