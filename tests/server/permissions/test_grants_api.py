@@ -211,3 +211,53 @@ def test_run_backing_an_unreadable_version_is_not_deleted(world: World) -> None:
     assert r.status_code == 409, r.text
     assert "admins-model" not in r.text
     assert other.get(f"/runs/{run_id}").status_code == 200
+
+
+def test_the_default_permission_does_not_extend_to_grants_and_protections(
+    api: httpx.Client,
+    make_token: Callable[..., str],
+    client_for: Callable[[str], httpx.Client],
+) -> None:
+    """With the shipped default (MANAGE), any editor still changes and deletes any model, but
+    only its owner, MANAGE grantees and admins may change its grants or protections or move
+    a protected alias; otherwise ``champion`` marked protected would protect nothing."""
+    owner_name = "ada-owner"
+    owner = client_for(make_token("editor", username=owner_name))
+    editor = client_for(make_token("editor"))
+    r = owner.post("/runs", json={"experiment_id": "default-manage"})
+    assert r.status_code == 201, r.text
+    run_id = r.json()["id"]
+    assert owner.put(f"/runs/{run_id}/artifacts/m.pt", content=b"w").status_code == 201
+    for _ in range(2):
+        r = owner.post(
+            "/registered-models/guarded/versions",
+            json={"source_run_id": run_id, "artifact_path": "m.pt"},
+        )
+        assert r.status_code == 201, r.text
+    assert owner.put("/registered-models/guarded/aliases/champion", json={"version": 1}).is_success
+    r = owner.put("/registered-models/guarded/protections/aliases/champion", json={})
+    assert r.status_code == 201, r.text
+
+    # The default still lets another editor change the model ...
+    assert editor.patch("/registered-models/guarded", json={"description": "d"}).is_success
+    # ... but not move the protected alias, nor grant, nor unprotect.
+    r = editor.put("/registered-models/guarded/aliases/champion", json={"version": 2})
+    assert r.status_code == 403, r.text
+    assert "protected" in r.text and owner_name in r.text
+    r = editor.put("/registered-models/guarded/permissions/user/admin", json={"permission": "READ"})
+    assert r.status_code == 403, r.text
+    assert "default permission" in r.json()["error"]["message"]
+    r = editor.delete("/registered-models/guarded/protections/aliases/champion")
+    assert r.status_code == 403, r.text
+    aliases = owner.get("/registered-models/guarded/aliases").json()
+    assert {a["alias"]: a["version"] for a in aliases} == {"champion": 1}
+
+    # A MANAGE grant from the owner is MANAGE in the editor's own right.
+    editor_name = editor.get("/me").json()["username"]
+    r = owner.put(
+        f"/registered-models/guarded/permissions/user/{editor_name}", json={"permission": "MANAGE"}
+    )
+    assert r.status_code == 201, r.text
+    r = editor.put("/registered-models/guarded/aliases/champion", json={"version": 2})
+    assert r.status_code == 200, r.text
+    assert api.put("/registered-models/guarded/aliases/champion", json={"version": 1}).is_success

@@ -101,7 +101,7 @@ def _require(
     else:
         principal = _principal_of_user(s, requester)
     held = _held(s, principal, m)
-    if held == MANAGE:
+    if held == MANAGE:  # in their own right: the default permission does not count
         return
     for row in rows:
         # A scoped token (a job's) acts for its run only, never as a group member.
@@ -130,7 +130,9 @@ def _held(s: Session, principal: Principal | None, m: RegisteredModel) -> str:
     # Imported here: ``service`` re-exports this module.
     from podstack.server.permissions.service import effective
 
-    return effective(s, principal, MODEL, m.id)
+    # MANAGE in one's own right (service.own_manage): with the shipped default every editor
+    # holds MANAGE, and a protection they could all move would protect nothing.
+    return effective(s, principal, MODEL, m.id, include_default=False)
 
 
 def who_may(m: RegisteredModel, row: Any) -> str:
@@ -213,9 +215,10 @@ def protect(
     it is new."""
     name = canonical_name(kind, name)
     # Imported here: ``service`` re-exports this module.
-    from podstack.server.permissions.service import require
+    from podstack.server.permissions.service import require, require_own_manage
 
     require(s, principal, MODEL, m.id, MANAGE, ref=m.name)
+    require_own_manage(s, principal, MODEL, m.id, m.name)
     if group is not None and not repo.group_exists(s, group):
         raise NotFound(
             f"Group {group!r} does not exist: it must be a reviewer group (GET "
@@ -262,9 +265,10 @@ def unprotect(
     name: str,
 ) -> None:
     name = canonical_name(kind, name)
-    from podstack.server.permissions.service import require
+    from podstack.server.permissions.service import require, require_own_manage
 
     require(s, principal, MODEL, m.id, MANAGE, ref=m.name)
+    require_own_manage(s, principal, MODEL, m.id, m.name)
     row = repo.get_protection(s, m.id, kind, name)
     if row is None:
         raise NotFound(

@@ -79,16 +79,59 @@ def _label(kind: str) -> str:
     return "registered model" if kind == MODEL else "experiment"
 
 
-def effective(session: Session, principal: Principal, kind: str, resource_id: Any) -> str:
-    """The principal's permission on the resource (NONE when it does not exist)."""
+def effective(
+    session: Session,
+    principal: Principal,
+    kind: str,
+    resource_id: Any,
+    *,
+    include_default: bool = True,
+) -> str:
+    """The principal's permission on the resource (NONE when it does not exist).
+    ``include_default=False``: only what they hold in their own right (see ``own_manage``)."""
     exists, owner = repo.owner_of(session, kind, resource_id)
     if not exists:
         return NONE
-    return _effective(session, principal, kind, resource_id, owner)
+    return _effective(session, principal, kind, resource_id, owner, include_default)
+
+
+def own_manage(session: Session, principal: Principal | None, kind: str, resource_id: Any) -> bool:
+    """MANAGE held in one's own right: as an admin, as the owner, or by a grant (to the user
+    or a group of theirs), within the role's cap; never from the server's default permission.
+
+    Changing grants and protections, and moving a protected alias or stage, need it. The
+    shipped default (MANAGE for everyone: today's behaviour, any editor may change or delete
+    any model) would otherwise let every editor move a protected ``champion`` and grant
+    themselves anything, so marking a name protected would protect nothing."""
+    if principal is None:
+        return True  # the server itself
+    held = effective(session, principal, kind, resource_id, include_default=False)
+    return held == MANAGE
+
+
+def require_own_manage(
+    session: Session, principal: Principal | None, kind: str, resource_id: Any, ref: str
+) -> None:
+    if own_manage(session, principal, kind, resource_id):
+        return
+    assert principal is not None
+    _, owner = repo.owner_of(session, kind, resource_id)
+    raise PermissionDenied(
+        f"Changing who may do what on {_label(kind)} {ref!r} needs MANAGE as its owner "
+        f"({owner or 'unknown'}), by a grant or as an admin; you ({principal.username}) hold "
+        f"it only through the server's default permission ({default_permission(session)}), "
+        "which does not extend to grants and protections.",
+        {"resource_type": kind, "resource": ref, "required_permission": MANAGE},
+    )
 
 
 def _effective(
-    session: Session, principal: Principal, kind: str, resource_id: Any, owner: str | None
+    session: Session,
+    principal: Principal,
+    kind: str,
+    resource_id: Any,
+    owner: str | None,
+    include_default: bool = True,
 ) -> str:
     run_id = read_filter.run_scope(principal)
     if run_id is not None:
@@ -98,7 +141,7 @@ def _effective(
         return NONE
     if principal.role == "admin":
         return MANAGE
-    held = [default_permission(session)]
+    held = [default_permission(session) if include_default else NONE]
     if owner is not None and owner == principal.username:
         held.append(MANAGE)
     else:
@@ -298,6 +341,7 @@ def grant(
     validate_grantee_type(grantee_type)
     validate_level(permission)
     require(session, principal, kind, resource_id, MANAGE, ref=ref)
+    require_own_manage(session, principal, kind, resource_id, ref)
     _check_grantee(session, grantee_type, grantee)
     row = repo.get_grant(session, kind, resource_id, grantee_type, grantee)
     before = _grant_doc(row)
@@ -353,6 +397,7 @@ def revoke(
     _check_kind(kind)
     validate_grantee_type(grantee_type)
     require(session, principal, kind, resource_id, MANAGE, ref=ref)
+    require_own_manage(session, principal, kind, resource_id, ref)
     row = repo.get_grant(session, kind, resource_id, grantee_type, grantee)
     if row is None:
         raise NotFound(
@@ -375,6 +420,7 @@ __all__ = [
     "effective",
     "grant",
     "list_grants",
+    "own_manage",
     "readers",
     "require",
     "require_alias_move",

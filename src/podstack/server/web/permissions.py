@@ -24,11 +24,9 @@ from podstack.server.permissions.levels import (
     EXPERIMENT,
     GRANTABLE,
     GRANTEE_TYPES,
-    MANAGE,
     MODEL,
     READ,
     USER,
-    at_least,
 )
 from podstack.server.permissions.views import permissions_view
 from podstack.server.registry import service as registry
@@ -88,12 +86,10 @@ def _experiment(s: Session, ref: str) -> Resource:
 
 
 def can_manage(s: Session, kind: str, resource_id: Any) -> bool:
-    """Whether the session's caller holds MANAGE on the resource: the model and experiment
-    pages show the Permissions tab only then."""
-    principal = permissions.principal_of(s)
-    if principal is None:
-        return True
-    return at_least(permissions.effective(s, principal, kind, resource_id), MANAGE)
+    """Whether the session's caller may change the resource's grants (MANAGE in their own
+    right, ``permissions.own_manage``): the model and experiment pages show the Permissions tab
+    only then."""
+    return permissions.own_manage(s, permissions.principal_of(s), kind, resource_id)
 
 
 def _page(
