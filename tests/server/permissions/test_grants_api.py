@@ -15,6 +15,10 @@ from podstack.server.db.session import Database
 from tests.conftest import LiveServer
 from tests.server.permissions.conftest import EXPERIMENT, GROUP, MODEL, World, make_user
 
+# The rules here are decided in Python; the read filter's SQL is checked on both databases by
+# test_matrix.py, test_every_route.py and test_search_at_scale.py. One pass is enough.
+pytestmark = pytest.mark.one_db
+
 M = f"/registered-models/{MODEL}"
 
 

@@ -9,6 +9,10 @@ import pytest
 from tests.server.permissions.conftest import World
 from tests.server.permissions.test_matrix import MLFLOW, _fresh
 
+# The rules here are decided in Python; the read filter's SQL is checked on both databases by
+# test_matrix.py, test_every_route.py and test_search_at_scale.py. One pass is enough.
+pytestmark = pytest.mark.one_db
+
 
 def _archived(world: World, exp_id: str) -> bool:
     r = world.client("admin").get(f"/experiments/{exp_id}")

@@ -20,6 +20,10 @@ from podstack.server.mlflow_compat.ids import run_to_mlflow
 from tests.conftest import LiveServer
 from tests.server.permissions.conftest import EXPERIMENT, MODEL, World
 
+# The rules here are decided in Python; the read filter's SQL is checked on both databases by
+# test_matrix.py, test_every_route.py and test_search_at_scale.py. One pass is enough.
+pytestmark = pytest.mark.one_db
+
 MLFLOW = "/api/2.0/mlflow"
 ARTIFACTS = "/api/2.0/mlflow-artifacts/artifacts"
 GHOST_MODEL = "ghost-model"

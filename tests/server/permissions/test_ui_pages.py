@@ -16,6 +16,10 @@ import pytest
 from tests.conftest import signed_in
 from tests.server.permissions.conftest import EXPERIMENT, MODEL, World
 
+# The rules here are decided in Python; the read filter's SQL is checked on both databases by
+# test_matrix.py, test_every_route.py and test_search_at_scale.py. One pass is enough.
+pytestmark = pytest.mark.one_db
+
 _CSRF_META = re.compile(r'name="csrf-token" content="([^"]+)"')
 
 # The service account (READ by grant) and the job token cannot sign in to the UI at all; the

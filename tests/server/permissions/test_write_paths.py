@@ -19,6 +19,10 @@ from podstack.server.schedules.models import Schedule
 from tests.conftest import LiveServer
 from tests.server.permissions.conftest import EXPERIMENT, MODEL, World
 
+# The rules here are decided in Python; the read filter's SQL is checked on both databases by
+# test_matrix.py, test_every_route.py and test_search_at_scale.py. One pass is enough.
+pytestmark = pytest.mark.one_db
+
 HOOK = {"type": "webhook", "url": "https://ci.example.com/hook", "secret": "s" * 20}
 
 
