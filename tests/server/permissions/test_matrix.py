@@ -20,6 +20,11 @@ import pytest
 
 from tests.server.permissions.conftest import EXPERIMENT, GROUP, MODEL, PRINCIPALS, World
 
+# Every principal against representative routes: the level rules are decided in Python. On
+# PostgreSQL the read filter's SQL (owners, user and group grants) is exercised by
+# test_every_route.py, test_search_at_scale.py and test_notifications.py.
+pytestmark = pytest.mark.one_db
+
 M = f"/registered-models/{MODEL}"
 MLFLOW = "/api/2.0/mlflow"
 
