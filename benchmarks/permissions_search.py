@@ -317,7 +317,7 @@ def _lines(summary: dict[str, Any]) -> list[str]:
         "quick run had (b) at 1.90x (a) overall, and SQLite's plan (EXPLAIN QUERY PLAN) "
         "scanned every model for `created_by = ? OR id IN (grants)` and built an automatic "
         "index over all grants on every query; the readable set became a UNION of index "
-        "ranges (new indexes on `created_by`, migration 0023; `ix_resource_grants_grantee` "
+        "ranges (new indexes on `created_by`, migration 0024; `ix_resource_grants_grantee` "
         "per grantee type). The first 10,000-model run with that still had (b) at 2.24x (a) "
         "overall on SQLite and 2.04x on PostgreSQL (list 2.22x / 2.75x, stage 3.06x / 2.15x, "
         "sort by update 3.17x / 2.22x) while the queries themselves took 1-2 ms: cProfile "
