@@ -94,7 +94,9 @@ def test_background_loops_run_in_one_worker_and_move_when_it_dies(env: dict[str,
         # The kernel drops a dead holder's lock; the surviving worker (or the one uvicorn
         # starts in place of the dead one) takes the loops over.
         _workers_of(server, expected)
-        new_holder = _lock_holder(home, lambda: _live_workers(server))
+        # A replacement worker imports the whole app first: on a loaded machine that alone
+        # can take most of the default 30 s.
+        new_holder = _lock_holder(home, lambda: _live_workers(server), timeout=90)
         assert new_holder != holder
     finally:
         assert server.terminate() == 0
