@@ -105,100 +105,61 @@ def _confirm_revoke(yes: bool, gtype: str, name: str, what: str) -> None:
         typer.confirm(f"Revoke {gtype} {name!r}'s grant on {what}?", abort=True)
 
 
-# ---------------------------------------------------------------- models
+# ---------------------------------------------------------------- the commands
 
 
-@model_permissions_app.command("show")
-def model_show(
-    name: Annotated[str, typer.Argument(help="Model name.")],
-    url: Url = None,
-    token: Token = None,
-) -> None:
-    """Show the model's owner, the default permission and every grant (needs MANAGE)."""
-    with open_client(url, token) as c:
-        perms = c.get_model_permissions(name)
-    _show(f"model {name}", perms)
+def _register(app: typer.Typer, kind: str, metavar: str, arg_help: str) -> None:
+    """show, grant and revoke on ``app`` for one kind of resource (``model`` or
+    ``experiment``): the same three commands, calling the SDK's methods for that kind."""
+    # A default, not an ``Annotated`` hint: hints are strings here (``from __future__ import
+    # annotations``) that Typer resolves in the module's globals, where ``arg_help`` is not.
+    REF = typer.Argument(..., help=arg_help, metavar=metavar)
+
+    @app.command("show", help=f"Show the {kind}'s owner, the default permission and every grant.")
+    def show(
+        ref: str = REF,
+        url: Url = None,
+        token: Token = None,
+    ) -> None:
+        with open_client(url, token) as c:
+            perms = getattr(c, f"get_{kind}_permissions")(ref)
+        _show(f"{kind} {ref}", perms)
+
+    @app.command(
+        "grant",
+        help=f"Give a user or group READ, EDIT or MANAGE on the {kind} (replaces what it held).",
+    )
+    def grant(
+        ref: str = REF,
+        user: User = None,
+        group: Group = None,
+        permission: Permission = Level.READ,
+        url: Url = None,
+        token: Token = None,
+    ) -> None:
+        gtype, grantee = _grantee(user, group)
+        with open_client(url, token) as c:
+            g = _grant(getattr(c, f"grant_{kind}_permission"), ref, gtype, grantee, permission)
+        _granted(f"{kind} {ref}", g)
+
+    @app.command("revoke", help=f"Remove a user's or group's grant on the {kind}.")
+    def revoke(
+        ref: str = REF,
+        user: User = None,
+        group: Group = None,
+        yes: Yes = False,
+        url: Url = None,
+        token: Token = None,
+    ) -> None:
+        gtype, grantee = _grantee(user, group)
+        _confirm_revoke(yes, gtype, grantee, f"{kind} {ref!r}")
+        with open_client(url, token) as c:
+            getattr(c, f"revoke_{kind}_permission")(ref, **{gtype: grantee})
+        console.print(f"Revoked {gtype} {escape(grantee)}'s grant on {kind} {escape(ref)}.")
 
 
-@model_permissions_app.command("grant")
-def model_grant(
-    name: Annotated[str, typer.Argument(help="Model name.")],
-    user: User = None,
-    group: Group = None,
-    permission: Permission = Level.READ,
-    url: Url = None,
-    token: Token = None,
-) -> None:
-    """Give a user or group READ, EDIT or MANAGE on the model (replaces what it held)."""
-    gtype, grantee = _grantee(user, group)
-    with open_client(url, token) as c:
-        g = _grant(c.grant_model_permission, name, gtype, grantee, permission)
-    _granted(f"model {name}", g)
-
-
-@model_permissions_app.command("revoke")
-def model_revoke(
-    name: Annotated[str, typer.Argument(help="Model name.")],
-    user: User = None,
-    group: Group = None,
-    yes: Yes = False,
-    url: Url = None,
-    token: Token = None,
-) -> None:
-    """Remove a user's or group's grant on the model."""
-    gtype, grantee = _grantee(user, group)
-    _confirm_revoke(yes, gtype, grantee, f"model {name!r}")
-    with open_client(url, token) as c:
-        c.revoke_model_permission(name, **{gtype: grantee})
-    console.print(f"Revoked {gtype} {escape(grantee)}'s grant on model {escape(name)}.")
-
-
-# ---------------------------------------------------------------- experiments
-
-
-@experiment_permissions_app.command("show")
-def experiment_show(
-    experiment: Annotated[str, typer.Argument(help="Experiment id or name.")],
-    url: Url = None,
-    token: Token = None,
-) -> None:
-    """Show the experiment's owner, the default permission and every grant (needs MANAGE)."""
-    with open_client(url, token) as c:
-        perms = c.get_experiment_permissions(experiment)
-    _show(f"experiment {experiment}", perms)
-
-
-@experiment_permissions_app.command("grant")
-def experiment_grant(
-    experiment: Annotated[str, typer.Argument(help="Experiment id or name.")],
-    user: User = None,
-    group: Group = None,
-    permission: Permission = Level.READ,
-    url: Url = None,
-    token: Token = None,
-) -> None:
-    """Give a user or group READ, EDIT or MANAGE on the experiment (replaces what it held)."""
-    gtype, grantee = _grantee(user, group)
-    with open_client(url, token) as c:
-        g = _grant(c.grant_experiment_permission, experiment, gtype, grantee, permission)
-    _granted(f"experiment {experiment}", g)
-
-
-@experiment_permissions_app.command("revoke")
-def experiment_revoke(
-    experiment: Annotated[str, typer.Argument(help="Experiment id or name.")],
-    user: User = None,
-    group: Group = None,
-    yes: Yes = False,
-    url: Url = None,
-    token: Token = None,
-) -> None:
-    """Remove a user's or group's grant on the experiment."""
-    gtype, grantee = _grantee(user, group)
-    _confirm_revoke(yes, gtype, grantee, f"experiment {experiment!r}")
-    with open_client(url, token) as c:
-        c.revoke_experiment_permission(experiment, **{gtype: grantee})
-    console.print(f"Revoked {gtype} {escape(grantee)}'s grant on experiment {escape(experiment)}.")
+_register(model_permissions_app, "model", "name", "Model name.")
+_register(experiment_permissions_app, "experiment", "experiment", "Experiment id or name.")
 
 
 def _grant(
