@@ -436,7 +436,10 @@ def test_ui_alias_and_stage_forms(world: World, who: str, refused: bool) -> None
     before = state(world, m)
     web = _ui(world, who)
     try:
-        csrf = _CSRF.search(web.get(f"/models/{m.name}").text).group(1)  # type: ignore[union-attr]
+        page = web.get(f"/models/{m.name}").text
+        # The page says which alias is protected and who may move it.
+        assert "protected</span>" in page and f"or group {GROUP} may move it" in page
+        csrf = _CSRF.search(page).group(1)  # type: ignore[union-attr]
         r = web.post(
             f"/models/{m.name}/aliases",
             data={"alias": "champion", "version": "2", "csrf_token": csrf},

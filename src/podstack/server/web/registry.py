@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 from podstack.errors import PodstackError, ValidationFailed
 from podstack.schemas import registry as rsch
 from podstack.server.permissions.levels import MODEL
+from podstack.server.permissions.protections import list_protections
 from podstack.server.registry import aliases as alias_service
 from podstack.server.registry import service as registry
 from podstack.server.registry import views as registry_views
@@ -187,8 +188,11 @@ def _model_context(s: Session, name: str) -> dict[str, Any]:
     # Every Production version (not only the newest page of versions): Delete Model names them.
     _, prod_rows, _ = registry.list_versions(s, name, stage="Production", limit=1000)
     graph = registry_views.lineage(s, name, focus.version) if focus else None
+    protected = list_protections(s, m)
     return {
         "model": model,
+        # Shown beside the alias, so whoever reads the page knows who may move it.
+        "protected_aliases": {p.name: p.group_name for p in protected.aliases},
         "can_manage": can_manage(s, MODEL, m.id),
         "versions": versions,
         "more_versions": more is not None,
