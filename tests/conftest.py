@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import re
 import socket
+import ssl
 import threading
 import time
 import uuid
@@ -18,6 +19,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
+import httpx._transports.default as httpx_transports
 import pytest
 import uvicorn
 from argon2 import PasswordHasher
@@ -31,9 +33,28 @@ from podstack.server.config import Settings
 from podstack.server.db import migrate
 from podstack.server.db.models_registry import metadata
 from podstack.server.db.session import Database
+from podstack.tls import default_ssl_context
 
 # A real S3 server (SeaweedFS) for the object-store tests: the `s3_server` fixture.
 pytest_plugins = ["tests.s3_server"]
+
+# httpx parses the whole CA bundle for every client it builds (~25 ms of CPU), even for the
+# loopback http:// servers the suite talks to, and the tests build thousands of clients
+# (fixtures, httpx.get, clients in threads): a tenth of the suite's CPU went there. Clients
+# with default verification share one context, as Podstack's own clients do (podstack/tls.py);
+# a client given its own `verify` still gets exactly that.
+_httpx_create_ssl_context = httpx_transports.create_ssl_context
+
+
+def _shared_default_ssl_context(
+    verify: object = True, cert: object = None, trust_env: bool = True
+) -> ssl.SSLContext:
+    if verify is True and cert is None and trust_env:
+        return default_ssl_context()
+    return _httpx_create_ssl_context(verify=verify, cert=cert, trust_env=trust_env)  # type: ignore[arg-type]
+
+
+httpx_transports.create_ssl_context = _shared_default_ssl_context  # type: ignore[assignment]
 
 ADMIN_TOKEN = "pst_test-admin-token-0123456789abcdef"
 
@@ -133,9 +154,10 @@ _ONE_DB_DIRS = (
     "reliability/test_access_control.py",
     "test_architecture.py",
 )
-# `podstack server` against each kind of database URL (its tests of what is refused before any
-# database is opened are marked `one_db` one by one). (The SDK's fault-tolerance tests run
-# once: the replay they rely on is tested on both databases in tests/server/idempotency.)
+# `podstack server` against each kind of database URL: its tests are marked one by one (the
+# two-worker first start runs on PostgreSQL, the rest on SQLite). (The SDK's fault-tolerance
+# tests run once: the replay they rely on is tested on both databases in
+# tests/server/idempotency.)
 _BOTH_DB_FILES = ("tests/cli/test_server_cmd.py",)
 
 

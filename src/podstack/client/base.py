@@ -22,6 +22,7 @@ import httpx
 from podstack.client import json_http
 from podstack.client.json_http import JsonHttp
 from podstack.errors import PodstackError, TransportError, error_from_payload
+from podstack.tls import default_ssl_context
 
 API = "/api/v1"
 DEFAULT_TIMEOUT = httpx.Timeout(60.0, connect=10.0)
@@ -226,6 +227,7 @@ class BaseClient:
                 transport=transport,
                 timeout=timeout or DEFAULT_TIMEOUT,
                 follow_redirects=False,
+                verify=default_ssl_context(),
             )
 
         # Plain JSON calls to a plain-HTTP server take the lighter path (json_http.py).

@@ -30,6 +30,7 @@ import httpx
 
 from podstack.client.base import RETRY_STATUSES, BaseClient, RetryPolicy, seg
 from podstack.errors import IntegrityError, PodstackError, TransportError
+from podstack.tls import default_ssl_context
 
 CHUNK = 1024 * 1024
 # Parts in flight at once: enough to fill a link to an S3 server, few enough for 2 cores.
@@ -56,6 +57,7 @@ def bucket_http(client: BaseClient) -> httpx.Client:
                     headers={"User-Agent": "podstack-sdk"},
                     timeout=BUCKET_TIMEOUT,
                     follow_redirects=False,
+                    verify=default_ssl_context(),
                 )
                 client.__dict__["_bucket_http"] = http
                 weakref.finalize(client, http.close)

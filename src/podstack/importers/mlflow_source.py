@@ -23,6 +23,8 @@ from urllib.parse import quote, urljoin, urlsplit
 
 import httpx
 
+from podstack.tls import default_ssl_context
+
 API = "/api/2.0/mlflow"
 ARTIFACTS_API = "/api/2.0/mlflow-artifacts/artifacts"
 MAX_REDIRECTS = 5
@@ -88,7 +90,11 @@ class MlflowSource:
             auth = httpx.BasicAuth(username, password)
         # follow_redirects=False: redirects are handled in _send, same origin only.
         self._http = httpx.Client(
-            headers=headers, auth=auth, timeout=timeout, follow_redirects=False
+            headers=headers,
+            auth=auth,
+            timeout=timeout,
+            follow_redirects=False,
+            verify=default_ssl_context(),
         )
 
     @classmethod

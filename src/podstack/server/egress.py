@@ -42,6 +42,7 @@ import httpcore
 import httpx
 
 from podstack.errors import ValidationFailed
+from podstack.tls import default_ssl_context
 
 ALLOW_ENV = "PODSTACK_OUTBOUND_ALLOW"
 
@@ -375,13 +376,15 @@ class _PinnedBackend(httpcore.SyncBackend):
 
 class _PinnedTransport(httpx.HTTPTransport):
     def __init__(self, backend: _PinnedBackend, ssl_context: ssl.SSLContext | None) -> None:
-        super().__init__(trust_env=False)
+        # The base class builds a pool too, replaced below: give it the shared context rather
+        # than have it parse the CA bundle for nothing.
+        super().__init__(verify=default_ssl_context(), trust_env=False)
         # httpx 0.28 has no public knob for httpcore's network backend (encode/httpx#3749
         # proposes one); the pool is built exactly as HTTPTransport builds it, plus the
         # backend. Host header, SNI and certificate checks stay on the URL's host name.
         self._pool = httpcore.ConnectionPool(
             # CA bundle as httpx's default (certifi, or SSL_CERT_FILE / SSL_CERT_DIR).
-            ssl_context=ssl_context or httpx.create_ssl_context(trust_env=True),
+            ssl_context=ssl_context or default_ssl_context(),
             max_connections=100,
             max_keepalive_connections=20,
             keepalive_expiry=5.0,
