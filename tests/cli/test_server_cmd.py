@@ -136,6 +136,9 @@ def _me(port: int, token: str | None) -> httpx.Response:
     return httpx.get(f"http://127.0.0.1:{port}/api/v1/me", headers=headers, timeout=10)
 
 
+# The banner and the clean stop are the CLI's; a first start against PostgreSQL (schema created,
+# admin bootstrapped) is the two-worker test's below.
+@pytest.mark.one_db
 def test_first_start_prints_token_and_instructions_then_stops_cleanly(start_server) -> None:
     port = free_port()
     server = start_server("--host", "127.0.0.1", "--port", str(port))
@@ -186,6 +189,7 @@ def test_no_auth_refused_on_public_host(start_server, server_env: dict[str, str]
         httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2)
 
 
+@pytest.mark.one_db
 def test_port_in_use_fails_before_creating_the_admin(
     start_server, server_env: dict[str, str]
 ) -> None:
@@ -216,6 +220,9 @@ def test_no_auth_on_loopback_acts_as_local_admin(start_server) -> None:
     assert server.terminate() == 0
 
 
+# On PostgreSQL, where two workers starting at once race to create the schema and the admin in
+# production; several workers on SQLite are tests/cli/test_server_workers.py.
+@pytest.mark.postgres_only
 def test_admin_token_from_env_with_two_workers(start_server, server_env: dict[str, str]) -> None:
     secret = "pst_from-env-" + uuid.uuid4().hex
     port = free_port()

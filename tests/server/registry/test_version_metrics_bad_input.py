@@ -15,6 +15,10 @@ from podstack.server.audit.models import AuditEvent
 from podstack.server.db.session import Database
 from tests.server.registry.helpers import error, make_run, new_version, state
 
+# Bad input is refused before anything is written, by validation and lookups by name: the
+# database engine plays no part in the answer (SQLite pass only).
+pytestmark = pytest.mark.one_db
+
 MODEL = "m"
 URL = f"/registered-models/{MODEL}/versions/1/metrics"
 
