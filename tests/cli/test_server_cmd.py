@@ -317,3 +317,15 @@ def test_local_artifacts_uris_still_accepted(tmp_path: Path, kind: str) -> None:
     target = tmp_path / "store"
     uri = str(target) if kind == "path" else f"file://{target}"
     assert Settings(home=tmp_path, artifacts_uri=uri).artifacts_path == target
+
+
+@pytest.mark.one_db
+def test_an_object_store_has_no_local_folder(tmp_path: Path) -> None:
+    """Asking the bucket store for its folder used to answer ``Path("s3:/bucket/p")``: code
+    that did so wrote into a folder named ``s3:`` in the working directory."""
+    from podstack.server.config import Settings
+
+    settings = Settings(home=tmp_path, artifacts_uri="s3://bucket/prefix")
+    with pytest.raises(ValueError, match="not a local folder"):
+        _ = settings.artifacts_path
+    assert not (Path.cwd() / "s3:").exists()

@@ -190,9 +190,13 @@ class Settings(BaseSettings):
 
     @property
     def artifacts_path(self) -> Path:
+        """The local store's folder. Asking it of an object store is a bug (it used to answer
+        ``Path("s3:/bucket/…")``, a folder named ``s3:`` in the working directory)."""
         uri = self.artifacts_uri
         if uri.startswith("file://"):
             uri = uri[len("file://") :]
+        elif "://" in uri:
+            raise ValueError(f"PODSTACK_ARTIFACTS_URI={uri!r} is not a local folder")
         return Path(uri).expanduser()
 
     @property
