@@ -10,6 +10,7 @@ PYTEST_WORKERS ?= 3
 # CLI run and MLflow client) would compile every module it imports from source, every time: about
 # 2 s of CPU per server start and 4 s per MLflow import. Let recipes cache bytecode.
 unexport PYTHONDONTWRITEBYTECODE
+TEST_STORE_PG ?= s3
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
@@ -39,6 +40,9 @@ serve: install
 # The whole suite on SQLite, then again on PostgreSQL where the database is part of what a test
 # checks: tests marked `one_db` (browser, CLI, SDK client side, model server; see
 # tests/conftest.py) run in the SQLite pass only, `postgres_only` ones in the PostgreSQL pass.
+# The SQLite pass keeps artifacts in a local folder; the PostgreSQL pass in a bucket of the
+# suite's own SeaweedFS (the production pairing), and runs the SDK's artifact, registry and
+# deployment tests too. TEST_STORE_PG=local keeps that pass on a local folder.
 # The test dependencies outside .venv (MLflow's venv, Chromium, the OpenID provider) install
 # while .venv is built: both wait mostly on downloads and unpacking.
 test:
@@ -50,7 +54,7 @@ test-sqlite: dev
 	PODSTACK_TEST_DB=sqlite $(BIN)/pytest -n $(PYTEST_WORKERS) --dist worksteal -q $(PYTEST_ARGS)
 
 test-postgres: dev
-	PODSTACK_TEST_DB=postgresql $(BIN)/pytest -n $(PYTEST_WORKERS) --dist worksteal -q $(PYTEST_ARGS)
+	PODSTACK_TEST_DB=postgresql PODSTACK_TEST_STORE=$(TEST_STORE_PG) $(BIN)/pytest -n $(PYTEST_WORKERS) --dist worksteal -q $(PYTEST_ARGS)
 
 lint: dev
 	$(BIN)/ruff check .

@@ -4,6 +4,9 @@ socket, authenticated HTTP clients, and the SDK on both backends.
 Database choice: ``PODSTACK_TEST_DB=sqlite`` (default) or ``postgresql``. ``make test`` runs
 the suite on both. PostgreSQL is the local server at 127.0.0.1:5432 with trust auth; each
 pytest worker gets a fresh database that is dropped at the end.
+
+Store choice: ``PODSTACK_TEST_STORE=local`` (default) or ``s3`` (a bucket of the worker's own
+SeaweedFS, ``tests/s3_server.py``); ``make test`` runs its PostgreSQL pass on ``s3``.
 """
 
 from __future__ import annotations
@@ -105,10 +108,12 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     S3 store, the MLflow client) in the SQLite pass only. The other pass deselects them; it
     never skips them."""
     marker = "one_db" if current_db_kind() == "postgresql" else "postgres_only"
+    # On the S3 store, tests of the local store's own files run in the other pass only.
+    markers = (marker, "local_store") if current_store_kind() == "s3" else (marker,)
     keep, drop = [], []
     for item in items:
         _mark_one_db_by_directory(item)
-        (drop if item.get_closest_marker(marker) else keep).append(item)
+        (drop if any(item.get_closest_marker(m) for m in markers) else keep).append(item)
     if drop:
         config.hook.pytest_deselected(items=drop)
     # Two of the longest single tests start first: xdist's work stealing hands each worker a
@@ -164,15 +169,34 @@ _BOTH_DB_FILES = ("tests/cli/test_server_cmd.py",)
 _ROOT = Path(__file__).resolve().parent.parent
 
 
+# Run again when the pass's store is a bucket (the PostgreSQL pass of `make test`): the SDK's
+# artifact, registry and deployment flows (the seed's Integration Example among them), embedded
+# and over HTTP, move the bytes the store holds.
+_S3_PASS_FILES = (
+    "tests/sdk/test_artifacts_sdk.py",
+    "tests/sdk/test_registry_sdk.py",
+    "tests/sdk/test_deployments_sdk.py",
+)
+
+
 def _mark_one_db_by_directory(item: pytest.Item) -> None:
     rel = _rel(item)
     inside = rel.removeprefix("tests/")
+    if current_store_kind() == "s3" and rel in _S3_PASS_FILES:
+        return
     if inside.startswith(_ONE_DB_DIRS) and rel not in _BOTH_DB_FILES:
         item.add_marker(pytest.mark.one_db)
 
 
 def current_db_kind() -> str:
     return os.environ.get("PODSTACK_TEST_DB", "sqlite")
+
+
+def current_store_kind() -> str:
+    """``PODSTACK_TEST_STORE=s3``: the session's artifact store is a bucket of the suite's
+    SeaweedFS instead of a local folder (``make test``'s PostgreSQL pass: the production
+    pairing). Tests about the local store's own files are marked ``local_store``."""
+    return os.environ.get("PODSTACK_TEST_STORE", "local")
 
 
 def _worker() -> str:
@@ -227,11 +251,24 @@ def home(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def settings(database_url: str, home: Path) -> Settings:
+def artifacts_uri(home: Path, request: pytest.FixtureRequest) -> str:
+    if current_store_kind() != "s3":
+        return str(home / "artifacts")
+    s3 = request.getfixturevalue("s3_server")
+    # boto3 reads the AWS variables when a store opens one of its clients: set for the whole
+    # session (servers in this process, embedded SDK clients, processes the tests start).
+    for key in ("AWS_ENDPOINT_URL", "AWS_SESSION_TOKEN", "AWS_PROFILE", "AWS_DEFAULT_REGION"):
+        os.environ.pop(key, None)
+    os.environ.update(s3.env())
+    return f"s3://{s3.new_bucket('suite')}/podstack"
+
+
+@pytest.fixture(scope="session")
+def settings(database_url: str, home: Path, artifacts_uri: str) -> Settings:
     return Settings(
         home=home,
         database_url=database_url,
-        artifacts_uri=str(home / "artifacts"),
+        artifacts_uri=artifacts_uri,
         admin_token=ADMIN_TOKEN,
         background_workers=False,
         session_secret="test-session-secret",

@@ -9,6 +9,7 @@ import pytest
 from podstack import MLOpsClient
 from podstack.errors import Conflict, IntegrityError
 from podstack.server.artifacts.store import BlobStore
+from podstack.server.artifacts.store_factory import open_store
 from podstack.server.auth import service as auth_service
 from podstack.server.backup import service as backup_service
 from podstack.server.config import Settings
@@ -47,7 +48,7 @@ def test_round_trip(
         before_run = client.get_run(run_id)
         before_hist = client.get_metric_history(run_id, "loss")
 
-    summary = backup_service.backup(db.engine, BlobStore(settings.artifacts_path), tmp_path / "bk")
+    summary = backup_service.backup(db.engine, open_store(settings), tmp_path / "bk")
     assert summary.tables["runs"] == 1 and summary.tables["metrics"] == 21
     assert summary.blobs == 2
     backup_service.verify(tmp_path / "bk")
@@ -89,15 +90,15 @@ def test_restore_refuses_non_empty_and_corrupt(
 ) -> None:
     with db.session() as s:
         auth_service.create_user(s, "test", "dave")
-    backup_service.backup(db.engine, BlobStore(settings.artifacts_path), tmp_path / "bk")
+    backup_service.backup(db.engine, open_store(settings), tmp_path / "bk")
     with pytest.raises(Conflict, match="empty"):
-        backup_service.restore(db.engine, BlobStore(settings.artifacts_path), tmp_path / "bk")
+        backup_service.restore(db.engine, open_store(settings), tmp_path / "bk")
     users = tmp_path / "bk" / "db" / "users.jsonl"
     users.write_text(users.read_text().replace("dave", "mallory"))
     with pytest.raises(IntegrityError, match=r"users\.jsonl"):
         backup_service.verify(tmp_path / "bk")
     with pytest.raises(Conflict, match="not empty"):
-        backup_service.backup(db.engine, BlobStore(settings.artifacts_path), tmp_path / "bk")
+        backup_service.backup(db.engine, open_store(settings), tmp_path / "bk")
 
 
 def test_cli_backup_restore(

@@ -121,6 +121,8 @@ def _encoded(path: str) -> list[str]:
     return [raw, escaped]
 
 
+# Looks for a stray file on this disk, beside the local store.
+@pytest.mark.local_store
 def test_artifact_paths_cannot_escape_the_run(
     world: World, live_server: LiveServer, settings: Settings, tmp_path: Path
 ) -> None:

@@ -126,6 +126,7 @@ def test_stale_part_file_is_replaced(client: MLOpsClient, tmp_path: Path) -> Non
     assert sorted(p.name for p in dest.iterdir()) == ["m.bin"]
 
 
+@pytest.mark.local_store  # damages the blob file on disk
 def test_corrupted_blob_fails_download_and_leaves_no_file(
     client: MLOpsClient, tmp_path: Path, settings: Settings
 ) -> None:

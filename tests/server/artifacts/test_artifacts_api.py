@@ -11,15 +11,16 @@ import httpx
 import pytest
 
 from podstack.server.artifacts.store import BlobStore
+from podstack.server.artifacts.store_factory import ArtifactStore, open_store
 from podstack.server.config import Settings
 from podstack.server.db.session import Database
 from tests.conftest import ADMIN_TOKEN, LiveServer
 
 
 @pytest.fixture
-def store(settings: Settings) -> BlobStore:
-    # The same directory the live server writes to.
-    return BlobStore(settings.artifacts_path)
+def store(settings: Settings) -> ArtifactStore:
+    # The store the live server writes to (a folder, or a bucket when PODSTACK_TEST_STORE=s3).
+    return open_store(settings)
 
 
 def _run(api: httpx.Client, exp: str = "art") -> str:
@@ -40,21 +41,24 @@ def _sha(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def _blobs(store: BlobStore) -> set[str]:
+def _blobs(store: ArtifactStore) -> set[str]:
     return set(store.iter_digests())
 
 
 def _nothing_stored(
-    api: httpx.Client, store: BlobStore, run_id: str, blobs_before: set[str]
+    api: httpx.Client, store: ArtifactStore, run_id: str, blobs_before: set[str]
 ) -> None:
     assert api.get(f"/runs/{run_id}/artifacts", params={"recursive": "true"}).json()["items"] == []
     assert _blobs(store) == blobs_before
-    assert list(store.tmp_dir.iterdir()) == []  # no half-written upload left behind
+    # No half-written upload left behind (a temp file, or an open multipart upload), however
+    # recent.
+    assert store.stale_uploads(older_than_seconds=-60) == []
 
 
 # ---------------------------------------------------------------- roundtrip
 
 
+@pytest.mark.local_store  # reads or damages the blob files on disk
 def test_upload_then_download_roundtrip(api: httpx.Client, store: BlobStore) -> None:
     run_id = _run(api)
     data = os.urandom(300_000)
@@ -123,6 +127,7 @@ def test_overwrite_same_path_and_audit(api: httpx.Client) -> None:
     assert overwrite["after"]["sha256"] == _sha(b"two!")
 
 
+@pytest.mark.local_store  # reads or damages the blob files on disk
 def test_identical_content_is_stored_once(api: httpx.Client, store: BlobStore) -> None:
     data = os.urandom(50_000)
     run_a, run_b = _run(api), _run(api)
@@ -231,7 +236,7 @@ BAD_PATHS = [
 ]
 
 
-def test_bad_artifact_paths_are_refused(api: httpx.Client, store: BlobStore) -> None:
+def test_bad_artifact_paths_are_refused(api: httpx.Client, store: ArtifactStore) -> None:
     # One test looping over the cases: each would otherwise pay a database reset.
     run_id = _run(api)
     before = _blobs(store)
@@ -252,7 +257,7 @@ def test_empty_path_is_refused(api: httpx.Client) -> None:
     assert "empty" in body["message"]
 
 
-def test_wrong_checksum_stores_nothing(api: httpx.Client, store: BlobStore) -> None:
+def test_wrong_checksum_stores_nothing(api: httpx.Client, store: ArtifactStore) -> None:
     run_id = _run(api)
     before = _blobs(store)
     data = os.urandom(10_000)
@@ -271,7 +276,7 @@ def test_wrong_checksum_stores_nothing(api: httpx.Client, store: BlobStore) -> N
     _error(api.get(f"/runs/{run_id}/artifacts/m.bin"), 404, "NOT_FOUND")
 
 
-def test_malformed_checksum_header(api: httpx.Client, store: BlobStore) -> None:
+def test_malformed_checksum_header(api: httpx.Client, store: ArtifactStore) -> None:
     run_id = _run(api)
     before = _blobs(store)
     body = _error(
@@ -285,7 +290,7 @@ def test_malformed_checksum_header(api: httpx.Client, store: BlobStore) -> None:
     _nothing_stored(api, store, run_id, before)
 
 
-def test_unknown_run_is_404(api: httpx.Client, store: BlobStore) -> None:
+def test_unknown_run_is_404(api: httpx.Client, store: ArtifactStore) -> None:
     before = _blobs(store)
     body = _error(api.put("/runs/run-doesnotexist/artifacts/a.txt", content=b"x"), 404, "NOT_FOUND")
     assert "run-doesnotexist" in body["message"]
@@ -304,7 +309,7 @@ def test_unknown_artifact_is_404_listing_what_exists(api: httpx.Client) -> None:
     assert "is a directory" in body["message"]
 
 
-def test_finished_run_is_409(api: httpx.Client, store: BlobStore) -> None:
+def test_finished_run_is_409(api: httpx.Client, store: ArtifactStore) -> None:
     run_id = _run(api)
     assert api.patch(f"/runs/{run_id}", json={"status": "FINISHED"}).status_code == 200
     before = _blobs(store)
@@ -330,7 +335,7 @@ def test_file_and_directory_cannot_share_a_path(api: httpx.Client) -> None:
 
 def test_viewer_can_read_but_not_upload(
     api: httpx.Client,
-    store: BlobStore,
+    store: ArtifactStore,
     make_token: Callable[..., str],
     client_for: Callable[[str], httpx.Client],
 ) -> None:
@@ -396,7 +401,7 @@ def small_api(small_server: LiveServer) -> Iterator[httpx.Client]:
 
 @pytest.mark.parametrize("mode", ["content-length", "chunked"])
 def test_body_over_limit_is_413(
-    api: httpx.Client, small_api: httpx.Client, store: BlobStore, mode: str
+    api: httpx.Client, small_api: httpx.Client, store: ArtifactStore, mode: str
 ) -> None:
     run_id = _run(api)
     before = _blobs(store)
@@ -418,6 +423,7 @@ def test_body_over_limit_is_413(
 # ---------------------------------------------------------------- integrity on download
 
 
+@pytest.mark.local_store  # reads or damages the blob files on disk
 def test_corrupted_blob_fails_the_download(api: httpx.Client, store: BlobStore) -> None:
     run_id = _run(api)
     data = os.urandom(3 * 1024 * 1024 + 17)  # several store chunks
@@ -436,6 +442,7 @@ def test_corrupted_blob_fails_the_download(api: httpx.Client, store: BlobStore) 
     assert len(received) < len(data)
 
 
+@pytest.mark.local_store  # reads or damages the blob files on disk
 def test_truncated_or_missing_blob_is_a_clear_error(api: httpx.Client, store: BlobStore) -> None:
     run_id = _run(api)
     data = os.urandom(1000)

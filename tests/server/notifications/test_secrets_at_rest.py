@@ -14,7 +14,7 @@ import pytest
 from sqlalchemy import select, text
 
 from podstack.server import secretbox
-from podstack.server.artifacts.store import BlobStore
+from podstack.server.artifacts.store_factory import open_store
 from podstack.server.backup import service as backup_service
 from podstack.server.config import Settings
 from podstack.server.db.models_registry import metadata
@@ -142,7 +142,7 @@ def test_backup_holds_only_ciphertext_and_restores_with_the_key(
     tmp_path: Path,
 ) -> None:
     api.post("/webhooks", json={"url": webhook_receiver.url, "events": ["*"], "secret": SECRET})
-    store = BlobStore(settings.artifacts_path)
+    store = open_store(settings)
     backup_service.backup(db.engine, store, tmp_path / "bk")
     for f in (tmp_path / "bk").rglob("*"):
         if f.is_file():

@@ -8,8 +8,10 @@ import os
 import time
 
 import httpx
+import pytest
 
 from podstack.server.artifacts.store import BlobStore
+from podstack.server.artifacts.store_factory import open_store
 from podstack.server.config import Settings
 from podstack.server.db.session import Database
 from podstack.server.registry import gc
@@ -28,6 +30,7 @@ def _sha(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+@pytest.mark.local_store  # ages blob files on disk; the bucket's gc: tests/s3
 def test_gc_reclaims_only_old_unreferenced_blobs(
     api: httpx.Client, db: Database, settings: Settings
 ) -> None:
@@ -79,7 +82,7 @@ def test_gc_reclaims_only_old_unreferenced_blobs(
 def test_version_snapshot_keeps_blob_alive_after_run_artifact_is_replaced(
     api: httpx.Client, db: Database, settings: Settings
 ) -> None:
-    store = BlobStore(settings.artifacts_path)
+    store = open_store(settings)  # the live server's store: a folder or a bucket
     run = make_run(api, {"model.pt": b"registered bytes"}, finish=False)
     new_version(api, "pinned", run)
     # The run's path now points at new bytes; only the version still needs the old blob.

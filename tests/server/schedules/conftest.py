@@ -11,7 +11,7 @@ from sqlalchemy import select
 
 from podstack.schemas import schedules as sch
 from podstack.schemas import tracking as tsch
-from podstack.server.artifacts.store import BlobStore
+from podstack.server.artifacts.store_factory import open_store
 from podstack.server.auth.principal import Principal
 from podstack.server.config import Settings
 from podstack.server.db.session import Database
@@ -39,7 +39,9 @@ def make_scheduler(db: Database, settings: Settings) -> Iterator[Callable[..., S
             k: kw.pop(k) for k in ("kubernetes_api", "webhook_transport", "worker_id") if k in kw
         }
         s = settings.model_copy(update=kw)
-        sched = Scheduler(db, s, BlobStore(s.artifacts_path), clock=clock, api_url=api_url, **extra)
+        # The store the settings name (a bucket when PODSTACK_TEST_STORE=s3), opened as the
+        # server opens it.
+        sched = Scheduler(db, s, open_store(s), clock=clock, api_url=api_url, **extra)
         made.append(sched)
         return sched
 

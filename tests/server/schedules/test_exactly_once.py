@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from podstack.server.artifacts.store import BlobStore
+from podstack.server.artifacts.store_factory import open_store
 from podstack.server.config import Settings
 from podstack.server.db.session import Database
 from podstack.server.schedules.scheduler import FakeClock, Scheduler
@@ -51,7 +51,7 @@ def test_two_scheduler_loops_never_duplicate_an_execution(
         sched = Scheduler(
             own_db,
             settings,
-            BlobStore(settings.artifacts_path),
+            open_store(settings),
             clock=clock,
             worker_id=worker,
             api_url="http://127.0.0.1:9",

@@ -40,6 +40,8 @@ SECRETS = {
 }
 
 
+# Puts fake AWS credentials in the server's environment, which a bucket store would use.
+@pytest.mark.local_store
 def test_local_job_environment_has_no_server_secrets(
     api: httpx.Client,
     live_server: LiveServer,
