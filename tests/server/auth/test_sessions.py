@@ -222,19 +222,36 @@ def test_sessions_end_at_their_absolute_lifetime_however_active(
     settings: Settings, db: Database, tmp_path: Path, alice: str
 ) -> None:
     """The cookie is re-issued as it is used (last-seen time, flashes), which renews its
-    signature's age; the sign-in time inside it still caps the session."""
+    signature's age; the sign-in time inside it still caps the session. The idle limit is far
+    away, so only the lifetime can end it. The checks are timed from the clock around the
+    sign-in, not from fixed sleeps: on a loaded machine a request takes a while, and a fixed
+    schedule ran past the lifetime while still asserting the session was alive."""
+    lifetime = 5.0
     server = LiveServer(
         settings.model_copy(
-            update={"session_max_age_seconds": 3, "session_idle_seconds": 4, "home": tmp_path}
+            update={
+                "session_max_age_seconds": int(lifetime),
+                "session_idle_seconds": 600,
+                "home": tmp_path,
+            }
         )
     )
     server.start()
     try:
+        before = time.monotonic()
         c = _sign_in(server.url)
-        for _ in range(3):
+        signed_in_by = time.monotonic()  # the session began between `before` and now
+        uses = 0
+        # Use it (each answer re-signs the cookie) while it surely lives: a check (two
+        # requests) starts only with 1.5 s to spare before the earliest possible end.
+        while time.monotonic() < before + lifetime - 1.5:
             assert _signed_in(c)
-            time.sleep(1.1)
-        time.sleep(1.5)  # 4.8 s after sign-in; the cookie itself was re-signed < 3 s ago
+            uses += 1
+            time.sleep(0.4)
+        assert uses >= 2, "the machine was too slow to use the session twice in its lifetime"
+        # Times are whole seconds (deps.check_session): the session ends between `lifetime`
+        # and `lifetime` + 1 s after the sign-in.
+        time.sleep(max(0.0, signed_in_by + lifetime + 1.3 - time.monotonic()))
         assert not _signed_in(c)
         c.close()
     finally:
