@@ -187,10 +187,16 @@ def test_sessions_expire_after_idle_time_and_activity_keeps_them(
 ) -> None:
     c = _sign_in(short_idle_server.url)
     try:
-        for _ in range(3):  # 3 s of use, a request a second: never idle for 2 s
+        # Over 3 s of use (longer than the 2 s idle limit), a check every 0.3 s: never idle
+        # for 2 s, even when a loaded machine takes a second to answer (a request a second
+        # left no room for that).
+        started = time.monotonic()
+        while time.monotonic() - started < 3.2:
             assert _signed_in(c)
-            time.sleep(1)
-        time.sleep(2.5)
+            last_use = time.monotonic()
+            time.sleep(0.3)
+        # Times are whole seconds (deps.check_session): idle for 2 s ends it within 3 s.
+        time.sleep(max(0.0, last_use + 3.3 - time.monotonic()))
         assert not _signed_in(c)
     finally:
         c.close()
