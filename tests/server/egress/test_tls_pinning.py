@@ -115,3 +115,31 @@ def test_https_to_the_pinned_address_verifies_the_host_name(
         with pytest.raises(httpx.ConnectError, match=r"CERTIFICATE_VERIFY_FAILED|hostname"):
             client.post(f"https://impostor.test:{receiver.port}/hook", content=b"{}")
     assert len(receiver.requests) == 1
+
+
+def test_the_shared_default_context_still_verifies_certificates(
+    tls: tuple[TlsReceiver, ssl.SSLContext], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every Podstack client shares one TLS context per process (podstack/tls.py): sharing
+    must not weaken it. Without a context of its own, an outbound request to a server whose
+    certificate no trusted CA signed is refused before a byte is sent."""
+    from podstack.tls import default_ssl_context
+
+    shared = default_ssl_context()
+    assert default_ssl_context() is shared
+    assert shared.verify_mode == ssl.CERT_REQUIRED and shared.check_hostname
+    receiver, _ = tls
+    real = socket.getaddrinfo
+
+    def resolver(host: Any, port: Any, *args: Any, **kw: Any) -> Any:
+        if host == "hooks.test":
+            return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("127.0.0.1", port))]
+        return real(host, port, *args, **kw)
+
+    monkeypatch.setattr(socket, "getaddrinfo", resolver)
+    with (
+        egress.EgressClient(egress.AllowList.parse("127.0.0.0/8")) as client,
+        pytest.raises(httpx.ConnectError, match="CERTIFICATE_VERIFY_FAILED"),
+    ):
+        client.post(f"https://hooks.test:{receiver.port}/hook", content=b"{}")
+    assert receiver.requests == []
