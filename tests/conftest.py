@@ -37,6 +37,7 @@ from podstack.server.db import migrate
 from podstack.server.db.models_registry import metadata
 from podstack.server.db.session import Database
 from podstack.tls import default_ssl_context
+from tests.s3_server import OTHER_AWS_VARS
 
 # A real S3 server (SeaweedFS) for the object-store tests: the `s3_server` fixture.
 pytest_plugins = ["tests.s3_server"]
@@ -257,7 +258,7 @@ def artifacts_uri(home: Path, request: pytest.FixtureRequest) -> str:
     s3 = request.getfixturevalue("s3_server")
     # boto3 reads the AWS variables when a store opens one of its clients: set for the whole
     # session (servers in this process, embedded SDK clients, processes the tests start).
-    for key in ("AWS_ENDPOINT_URL", "AWS_SESSION_TOKEN", "AWS_PROFILE", "AWS_DEFAULT_REGION"):
+    for key in OTHER_AWS_VARS:
         os.environ.pop(key, None)
     os.environ.update(s3.env())
     return f"s3://{s3.new_bucket('suite')}/podstack"

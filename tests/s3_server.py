@@ -210,7 +210,7 @@ class SeaweedS3:
 
     def apply_env(self, monkeypatch: pytest.MonkeyPatch, **overrides: str) -> None:
         """Sets :meth:`env` in this process for one test (boto3 reads it at client creation)."""
-        for key in ("AWS_ENDPOINT_URL", "AWS_SESSION_TOKEN", "AWS_PROFILE", "AWS_DEFAULT_REGION"):
+        for key in OTHER_AWS_VARS:
             monkeypatch.delenv(key, raising=False)
         for key, value in self.env(**overrides).items():
             monkeypatch.setenv(key, value)
@@ -243,6 +243,11 @@ class SeaweedS3:
         ):
             out.extend(o["Key"] for o in page.get("Contents", []))
         return out
+
+
+# AWS variables that :meth:`SeaweedS3.env` does not set and that would otherwise steer boto3
+# elsewhere (another endpoint, a profile, a stale session token): removed wherever it is applied.
+OTHER_AWS_VARS = ("AWS_ENDPOINT_URL", "AWS_SESSION_TOKEN", "AWS_PROFILE", "AWS_DEFAULT_REGION")
 
 
 @pytest.fixture(scope="session")

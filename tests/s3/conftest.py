@@ -20,7 +20,7 @@ from podstack import MLOpsClient
 from podstack.server.config import Settings
 from podstack.server.db.session import Database
 from tests.conftest import ADMIN_TOKEN, LiveServer
-from tests.s3_server import SeaweedS3
+from tests.s3_server import OTHER_AWS_VARS, SeaweedS3
 
 
 @contextmanager
@@ -28,7 +28,7 @@ def aws_env(s3: SeaweedS3, **overrides: str) -> Iterator[None]:
     """The AWS variables for ``s3`` in this process while a store is opened (boto3 reads
     them when the client is made), restored afterwards."""
     values = s3.env(**overrides)
-    cleared = ("AWS_ENDPOINT_URL", "AWS_SESSION_TOKEN", "AWS_PROFILE", "AWS_DEFAULT_REGION")
+    cleared = OTHER_AWS_VARS
     saved = {k: os.environ.get(k) for k in [*values, *cleared]}
     for k in cleared:
         os.environ.pop(k, None)
